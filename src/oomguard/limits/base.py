@@ -1,0 +1,214 @@
+"""The one interface for enforcing memory limits, whatever enforces them.
+
+A :class:`Limiter` makes :class:`MemoryGroup` s (a job group, a group per worker inside it),
+puts processes in them, reads and kills them, and reports OOM kills as :class:`OomEvent` s
+on one selectable :class:`EventSource`. Implementations: cgroup v1, cgroup v2, and the RSS
+watchdog for machines where cgroups cannot be written. The choice is made once, by
+:func:`oomguard.limits.open_limiter`.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import select
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Literal
+
+EventSourceKind = Literal["eventfd", "inotify", "watchdog"]
+
+
+@dataclass(frozen=True)
+class OomEvent:
+    """An OOM kill in a group: which group, its new kill count, and when it was seen."""
+
+    group: str  # the group's key (its cgroup directory, or its watchdog name)
+    oom_kill: int
+    time: float
+    source: EventSourceKind
+    path: str | None = None  # the cgroup directory, where there is one
+    pid: int | None = None  # the victim, when the enforcer knows it (the watchdog does)
+    usage: int | None = None  # bytes in use at the kill, when known
+
+
+class EventSource(ABC):
+    """A file descriptor that becomes readable when OOM events may be waiting."""
+
+    @abstractmethod
+    def fileno(self) -> int: ...
+
+    @abstractmethod
+    def drain(self) -> list[OomEvent]:
+        """Every event not yet returned; never blocks for long."""
+
+    def wait(self, timeout: float | None) -> list[OomEvent]:
+        """Block until at least one event arrives or ``timeout`` passes."""
+        events = self.drain()
+        if events:
+            return events
+        ready, _, _ = select.select([self], [], [], timeout)
+        return self.drain() if ready else []
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the descriptors."""
+
+
+class PipeEventSource(EventSource):
+    """Events pushed from a thread, made selectable through a self-pipe."""
+
+    def __init__(self) -> None:
+        self._read_fd, self._write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._events: collections.deque[OomEvent] = collections.deque()
+        self._lock = threading.Lock()
+
+    def fileno(self) -> int:
+        return self._read_fd
+
+    def push(self, event: OomEvent) -> None:
+        with self._lock:
+            self._events.append(event)
+        try:
+            os.write(self._write_fd, b"!")
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups already: the reader will come
+
+    def drain(self) -> list[OomEvent]:
+        try:
+            while os.read(self._read_fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        with self._lock:
+            events = list(self._events)
+            self._events.clear()
+        return events
+
+    def close(self) -> None:
+        for fd in (self._read_fd, self._write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+@dataclass(frozen=True)
+class GroupMemory:
+    """One reading of a group: bytes in use, its limit, peak since the last reset, OOM kills."""
+
+    usage: int
+    limit: int | None
+    peak: int | None
+    oom_kill: int
+
+
+class MemoryGroup(ABC):
+    """A set of processes whose memory is capped together."""
+
+    def __init__(self, name: str, limit: int | None, parent: MemoryGroup | None) -> None:
+        self.name = name
+        self.limit = limit
+        self.parent = parent
+        self.removed = False
+
+    @property
+    def path(self) -> str | None:
+        """The cgroup directory, or ``None`` for the watchdog."""
+        return None
+
+    @property
+    def key(self) -> str:
+        """Unique among the limiter's groups; :attr:`OomEvent.group` carries it."""
+        return self.name if self.parent is None else f"{self.parent.key}/{self.name}"
+
+    @abstractmethod
+    def add_pid(self, pid: int) -> None:
+        """Move the process ``pid`` (and whatever it starts afterwards) into the group."""
+
+    @abstractmethod
+    def pids(self) -> list[int]: ...
+
+    @abstractmethod
+    def read(self) -> GroupMemory: ...
+
+    @abstractmethod
+    def set_limit(self, limit: int | None) -> None: ...
+
+    @abstractmethod
+    def reset_peak(self) -> None:
+        """Start measuring the peak afresh (per batch)."""
+
+    @abstractmethod
+    def kill_all(self, timeout: float = 5.0) -> None:
+        """SIGKILL every process in the group and wait (up to ``timeout``) for them to go."""
+
+    @abstractmethod
+    def remove(self) -> None:
+        """Kill what is left and delete the group. Idempotent."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} limit={self.limit}>"
+
+
+class Limiter(ABC):
+    """Creates groups and reports OOM kills in them. Use as a context manager."""
+
+    kind: str
+    reason: str = ""
+
+    def __init__(self) -> None:
+        self._groups: list[MemoryGroup] = []
+        self._groups_lock = threading.Lock()
+
+    @property
+    @abstractmethod
+    def events(self) -> EventSource: ...
+
+    @abstractmethod
+    def _create(
+        self, name: str, limit: int | None, parent: MemoryGroup | None, *, oom_group: bool
+    ) -> MemoryGroup: ...
+
+    def create_group(
+        self,
+        name: str,
+        limit: int | None,
+        parent: MemoryGroup | None = None,
+        *,
+        oom_group: bool = False,
+    ) -> MemoryGroup:
+        """A new group ``name`` (under ``parent``) capped at ``limit`` bytes.
+
+        ``oom_group``: an OOM kill of one member kills them all (v2 ``memory.oom.group``;
+        emulated elsewhere by the engine).
+        """
+        group = self._create(name, limit, parent, oom_group=oom_group)
+        with self._groups_lock:
+            self._groups.append(group)
+        return group
+
+    def groups(self) -> list[MemoryGroup]:
+        with self._groups_lock:
+            return [g for g in self._groups if not g.removed]
+
+    def close(self) -> None:
+        """Remove every group this limiter made (children first) and release descriptors."""
+        with self._groups_lock:
+            groups = list(reversed(self._groups))
+            self._groups.clear()
+        errors: list[BaseException] = []
+        for group in groups:
+            try:
+                group.remove()
+            except Exception as err:  # keep removing the others; report the first at the end
+                errors.append(err)
+        self.events.close()
+        if errors:
+            raise errors[0]
+
+    def __enter__(self) -> Limiter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

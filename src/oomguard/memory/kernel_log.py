@@ -1,0 +1,108 @@
+"""The kernel log (dmesg): is it readable, and which lines record OOM kills.
+
+Reading needs root or ``kernel.dmesg_restrict=0``; where it is unreadable oomguard
+still knows of kills from cgroup counters, it only lacks the kernel's own words.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+_STAMP = re.compile(r"^\[\s*(\d+\.\d+)\]\s?(.*)$")
+_KILLED = re.compile(
+    r"(?:Memory cgroup out of memory|Out of memory).*?Killed process (\d+) \(([^)]*)\)"
+    r".*?anon-rss:(\d+)kB"
+)
+_CONSTRAINT = re.compile(r"oom-kill:.*?oom_memcg=([^,]*),task_memcg=([^,]*),task=([^,]*),pid=(\d+)")
+
+
+@dataclass(frozen=True)
+class KernelLine:
+    uptime: float  # seconds since boot, as the kernel stamps it
+    text: str
+
+
+@dataclass(frozen=True)
+class KernelOomKill:
+    pid: int
+    command: str
+    anon_rss: int  # bytes
+    uptime: float
+    task_memcg: str | None  # the victim's cgroup, as the kernel names it
+    oom_memcg: str | None  # the cgroup that was out of memory
+    lines: tuple[str, ...]
+
+
+def read_kernel_log(timeout: float = 5.0) -> list[KernelLine] | None:
+    """The kernel ring buffer, or ``None`` where it cannot be read."""
+    dmesg = shutil.which("dmesg")
+    if dmesg is None:
+        return None
+    try:
+        result = subprocess.run(
+            [dmesg], capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if result.returncode != 0:
+        return None
+    return parse_kernel_log(result.stdout)
+
+
+def parse_kernel_log(text: str) -> list[KernelLine]:
+    lines = []
+    for raw in text.splitlines():
+        match = _STAMP.match(raw)
+        if match:
+            lines.append(KernelLine(float(match.group(1)), match.group(2)))
+    return lines
+
+
+def uptime() -> float:
+    """Seconds since boot, the clock of the kernel log."""
+    return float(Path("/proc/uptime").read_text().split()[0])
+
+
+def wall_to_uptime(wall_time: float) -> float:
+    return uptime() - (time.time() - wall_time)
+
+
+def lines_between(lines: list[KernelLine], start_wall: float, end_wall: float) -> list[KernelLine]:
+    """The lines stamped within a wall-clock window (with a second of slack either side)."""
+    start, end = wall_to_uptime(start_wall) - 1.0, wall_to_uptime(end_wall) + 1.0
+    return [line for line in lines if start <= line.uptime <= end]
+
+
+def find_oom_kills(lines: list[KernelLine]) -> list[KernelOomKill]:
+    """Each kill the log records, with its context line (``oom-kill:constraint=...``)."""
+    kills: list[KernelOomKill] = []
+    context: tuple[str | None, str | None, KernelLine | None] = (None, None, None)
+    for line in lines:
+        constraint = _CONSTRAINT.search(line.text)
+        if constraint:
+            context = (constraint.group(1), constraint.group(2), line)
+            continue
+        killed = _KILLED.search(line.text)
+        if killed:
+            oom_memcg, task_memcg, context_line = context
+            evidence = tuple(
+                text for text in ((context_line.text if context_line else None), line.text) if text
+            )
+            kills.append(
+                KernelOomKill(
+                    pid=int(killed.group(1)),
+                    command=killed.group(2),
+                    anon_rss=int(killed.group(3)) * 1024,
+                    uptime=line.uptime,
+                    task_memcg=task_memcg,
+                    oom_memcg=oom_memcg,
+                    lines=evidence,
+                )
+            )
+            context = (None, None, None)
+    return kills

@@ -1,0 +1,64 @@
+"""Child processes for tests: they wait for a word on stdin, so tests synchronise on pipes.
+
+No sleeps: a child prints ``ready`` when it has done its part, and acts on ``go``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+# Waits for "go", then allocates 8 MiB chunks (touched, so they are resident) until it has
+# MAX bytes; then prints "done" and waits for stdin to close.
+ALLOCATE = r"""
+import sys
+limit = int(sys.argv[1])
+print("ready", flush=True)
+sys.stdin.readline()
+chunks = []
+total = 0
+while total < limit:
+    chunks.append(bytearray(8 * 1024 * 1024))
+    total += 8 * 1024 * 1024
+print("done", total, flush=True)
+sys.stdin.read()
+"""
+
+
+def spawn(code: str, *args: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    assert line == "ready", f"child said {line!r}"
+    return proc
+
+
+def go(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+
+
+@contextmanager
+def allocator(limit_bytes: int) -> Iterator[subprocess.Popen[str]]:
+    """A child that will allocate ``limit_bytes`` once told ``go``; always cleaned up."""
+    proc = spawn(ALLOCATE, str(limit_bytes))
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                try:
+                    stream.close()
+                except BrokenPipeError:
+                    pass

@@ -1,0 +1,71 @@
+"""cgroup v2 code paths against a fixture tree standing in for a v2 mount (this machine
+has no v2 memory controller). Notification uses real inotify on the fixture files."""
+
+import os
+from pathlib import Path
+
+import pytest
+from tests.memory.test_cgroups import make_v2_tree
+
+from oomguard.errors import CgroupError, CgroupPermissionError
+from oomguard.limits.cgroup import CgroupV2Group, enable_memory_controller
+from oomguard.limits.notify import CgroupEventSource
+
+EVENTS = "low 0\nhigh 3\nmax 12\noom {oom}\noom_kill {kill}\noom_group_kill 0\n"
+
+
+def test_inotify_on_memory_events_reports_a_new_kill(tmp_path: Path) -> None:
+    worker = make_v2_tree(tmp_path)
+    source = CgroupEventSource("v2")
+    try:
+        source.watch(str(worker), worker)
+        assert source.drain() == []
+        (worker / "memory.events").write_text(EVENTS.format(oom=3, kill=2))  # the kernel's update
+        events = source.wait(timeout=10)
+        assert [(e.group, e.oom_kill, e.source) for e in events] == [(str(worker), 2, "inotify")]
+        # a change that is not a kill is no event
+        (worker / "memory.events").write_text(EVENTS.format(oom=4, kill=2))
+        assert source.wait(timeout=0.2) == []
+    finally:
+        source.close()
+
+
+def test_v2_group_writes_the_documented_files(tmp_path: Path) -> None:
+    worker = make_v2_tree(tmp_path)
+    (worker / "cgroup.procs").write_text("")
+    (worker / "cgroup.kill").write_text("")
+    group = CgroupV2Group("w-0", None, None, worker)
+    group.set_limit(512 * 1024**2)
+    group.set_high(400 * 1024**2)
+    group.set_oom_group(True)
+    assert (worker / "memory.max").read_text() == str(512 * 1024**2)
+    assert (worker / "memory.high").read_text() == str(400 * 1024**2)
+    assert (worker / "memory.oom.group").read_text() == "1"
+    reading = group.read()
+    assert reading.limit == 512 * 1024**2 and reading.oom_kill == 1
+    group.set_limit(None)
+    assert (worker / "memory.max").read_text() == "max"
+    group.kill_all(timeout=1)
+    assert (worker / "cgroup.kill").read_text() == "1"
+    group.reset_peak()  # a plain file takes the write, as memory.peak does on Linux 6.12+
+    assert (worker / "memory.peak").read_text().startswith("reset")
+    # a real cgroup directory has no removable files; the fixture's are refused, not deleted
+    with pytest.raises(CgroupError, match="not empty"):
+        group.remove()
+
+
+def test_enable_memory_controller(tmp_path: Path) -> None:
+    (tmp_path / "cgroup.subtree_control").write_text("cpu\n")
+    enable_memory_controller(tmp_path)
+    assert (tmp_path / "cgroup.subtree_control").read_text() == "+memory"
+
+
+def test_enable_memory_controller_without_permission(tmp_path: Path) -> None:
+    control = tmp_path / "cgroup.subtree_control"
+    control.write_text("")
+    if os.geteuid() == 0:
+        os.chmod(control, 0o444)
+        pytest.skip("root writes read-only files: covered by the read-only mount test instead")
+    os.chmod(control, 0o444)
+    with pytest.raises(CgroupPermissionError):
+        enable_memory_controller(tmp_path)

@@ -1,0 +1,21 @@
+from oomguard.memory.kernel_log import find_oom_kills, parse_kernel_log
+
+# The kernel's own lines from a cgroup v1 OOM kill on this machine, and seeds/004's.
+LOG = """[  582.642424] [   2758]     0  2758    28561    27157    25504     1653         0   262144        0          1000 python3
+[  582.642428] oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/process_api/x/oomtest,task_memcg=/process_api/x/oomtest/w-0,task=python3,pid=2758,uid=0
+[  582.642456] Memory cgroup out of memory: Killed process 2758 (python3) total-vm:114244kB, anon-rss:102016kB, file-rss:6612kB, shmem-rss:0kB, UID:0 pgtables:256kB oom_score_adj:1000
+[22484121.108898] Killed process 10331 (python3) total-vm:3226164kB, anon-rss:509576kB, file-rss:20128kB, shmem-rss:44kB
+[22484121.208898] Out of memory: Killed process 10332 (python3) total-vm:3226164kB, anon-rss:1024kB, file-rss:20128kB, shmem-rss:44kB
+"""
+
+
+def test_oom_kills_are_found_with_their_cgroups() -> None:
+    kills = find_oom_kills(parse_kernel_log(LOG))
+    assert [k.pid for k in kills] == [2758, 10332]
+    first = kills[0]
+    assert first.command == "python3"
+    assert first.anon_rss == 102016 * 1024
+    assert first.task_memcg == "/process_api/x/oomtest/w-0"
+    assert first.oom_memcg == "/process_api/x/oomtest"
+    assert len(first.lines) == 2
+    assert kills[1].task_memcg is None

@@ -1,0 +1,53 @@
+import json
+import subprocess
+import sys
+
+from oomguard.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "oomguard.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_doctor_json_tells_the_truth() -> None:
+    result = run_cli("doctor", "--json")
+    assert result.returncode == 0, result.stderr
+    facts = json.loads(result.stdout)
+    from oomguard.limits import probe_cgroup_access
+    from oomguard.memory import effective_budget
+
+    assert facts["budget"]["bytes"] == effective_budget().bytes
+    access = probe_cgroup_access()
+    assert facts["cgroup"]["writable"] == access.writable
+    assert facts["enforcement"] == (f"cgroup-{access.version}" if access.writable else "watchdog")
+
+
+def test_doctor_screen() -> None:
+    result = run_cli("doctor")
+    assert result.returncode == 0, result.stderr
+    assert "Memory budget" in result.stdout and "Enforcement" in result.stdout
+
+
+def test_bad_size_is_one_line_exit_2_no_traceback() -> None:
+    result = run_cli("doctor", "--memory", "6x")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "'6x'" in result.stderr and "6GiB" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_option_is_exit_2(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["doctor", "--bogus"]) == 2
+    assert "--bogus" in capsys.readouterr().err
+
+
+def test_percent_memory_is_accepted(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["doctor", "--json", "--memory", "50%"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert any("50%" in line for line in facts["plan"])
