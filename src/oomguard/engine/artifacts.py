@@ -1,0 +1,122 @@
+"""The files a run leaves in its run directory, in the formats of the seed toolkit.
+
+    memory_log.csv         one row per sample (default every 0.2 s)
+    summary.json           peaks, duration, samples, cgroup events, counts per status
+    ingest_manifest.json   one entry per batch attempt (streamed to .jsonl while running)
+    quarantine.jsonl       one line per quarantined item, with its evidence
+    dmesg_excerpt.txt      the kernel's lines from the run's window, when readable
+
+The run directory is 0700 and every file 0600: items and tracebacks may hold user data.
+Nothing here is held in memory for the length of a run; entries are written as they happen.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import IO, Any
+
+from oomguard.memory.kernel_log import lines_between, read_kernel_log
+
+
+def make_run_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
+
+
+def open_private(path: Path, mode: str = "w") -> IO[str]:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+    flags |= os.O_APPEND if "a" in mode else os.O_TRUNC
+    fd = os.open(path, flags, 0o600)
+    return os.fdopen(fd, mode, encoding="utf-8", newline="" if path.suffix == ".csv" else None)
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open_private(tmp) as handle:
+        json.dump(data, handle, indent=2, default=str)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+class JsonLines:
+    """An append-only JSONL file, flushed per line so a crash loses nothing written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = open_private(path, "a")
+        self.count = 0
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record, default=str) + "\n")
+        self._file.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def jsonl_to_json_array(source: Path, target: Path) -> None:
+    """Stream a JSONL file into a JSON array file without loading it."""
+    tmp = target.with_suffix(".tmp")
+    with open(source, encoding="utf-8") as lines, open_private(tmp) as out:
+        out.write("[")
+        first = True
+        for line in lines:
+            line = line.strip()
+            if not line:
+                continue
+            out.write("\n  " if first else ",\n  ")
+            out.write(line)
+            first = False
+        out.write("\n]\n")
+    os.replace(tmp, target)
+
+
+class MemoryLog:
+    """memory_log.csv: fixed columns, one per worker slot."""
+
+    def __init__(self, path: Path, worker_slots: int) -> None:
+        self.path = path
+        self._file = open_private(path)
+        self._writer = csv.writer(self._file)
+        self.columns = [
+            "time",
+            "elapsed_sec",
+            "cgroup_mb",
+            "rss_mb",
+            "vms_mb",
+            "supervisor_rss_mb",
+            *(f"worker{slot}_rss_mb" for slot in range(worker_slots)),
+            "in_flight",
+            "mem_available_mb",
+            "psi_some_avg10",
+            "psi_full_avg10",
+            "gpu_used_mb",
+        ]
+        self._writer.writerow(self.columns)
+        self.rows = 0
+
+    def write(self, row: list[Any]) -> None:
+        self._writer.writerow(row)
+        self.rows += 1
+        if self.rows % 25 == 0:
+            self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def write_dmesg_excerpt(path: Path, start: float, end: float) -> bool:
+    """The kernel log lines of the window [start, end] (wall clock); False if unreadable."""
+    lines = read_kernel_log()
+    if lines is None:
+        return False
+    window = lines_between(lines, start, end)
+    with open_private(path) as handle:
+        for line in window:
+            handle.write(f"[{line.uptime:12.6f}] {line.text}\n")
+    return True

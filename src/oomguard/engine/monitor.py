@@ -1,0 +1,138 @@
+"""The monitor: a thread that samples memory every ``interval`` into memory_log.csv.
+
+It reads; it never decides. The supervisor asks it for peaks and for each worker's recent
+growth (used to tell a bystander from the batch that was growing when the kernel struck).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psutil
+
+from oomguard.engine.artifacts import MemoryLog
+from oomguard.limits.base import MemoryGroup
+from oomguard.memory.gpu import read_gpus
+from oomguard.memory.system import read_pressure, read_system_memory
+from oomguard.sizes import mib
+
+HISTORY = 16  # samples of growth history kept per worker slot
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    slot: int
+    pid: int
+    group: MemoryGroup
+
+
+class Monitor:
+    def __init__(
+        self,
+        log: MemoryLog,
+        job: MemoryGroup,
+        workers: Callable[[], list[WorkerView]],
+        in_flight: Callable[[], int],
+        interval: float,
+        slots: int,
+    ) -> None:
+        self.log = log
+        self.job = job
+        self.workers = workers
+        self.in_flight = in_flight
+        self.interval = interval
+        self.slots = slots
+        self.samples = 0
+        self.peak_rss = 0
+        self.peak_cgroup = 0
+        self.peak_gpu = 0
+        self.last_cgroup = 0
+        self.started = time.time()
+        self._history: dict[int, collections.deque[tuple[float, int, int]]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._supervisor = psutil.Process(os.getpid())
+        self._gpu = read_gpus().available
+        self._thread = threading.Thread(target=self._run, name="oomguard-monitor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.sample()  # a last row at the very end
+        self.log.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.sample()
+            except Exception:  # a failed read loses a row, never the run
+                continue
+
+    def sample(self) -> None:
+        now = time.time()
+        cgroup = 0
+        try:
+            cgroup = self.job.read().usage
+        except OSError:
+            pass
+        supervisor = self._supervisor.memory_info()
+        rss, vms = supervisor.rss, supervisor.vms
+        per_slot: dict[int, int] = {}
+        for view in self.workers():
+            try:
+                info = psutil.Process(view.pid).memory_info()
+            except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+                continue
+            per_slot[view.slot] = info.rss
+            rss += info.rss
+            vms += info.vms
+            try:
+                usage = view.group.read().usage
+            except OSError:
+                usage = info.rss
+            with self._lock:
+                history = self._history.setdefault(view.slot, collections.deque(maxlen=HISTORY))
+                history.append((now, view.pid, usage))
+        system = read_system_memory()
+        pressure = read_pressure()
+        gpu_used = read_gpus().used if self._gpu else None
+        self.peak_rss = max(self.peak_rss, rss)
+        self.peak_cgroup = max(self.peak_cgroup, cgroup)
+        self.last_cgroup = cgroup
+        if gpu_used is not None:
+            self.peak_gpu = max(self.peak_gpu, gpu_used)
+        self.samples += 1
+        self.log.write(
+            [
+                f"{now:.3f}",
+                f"{now - self.started:.3f}",
+                mib(cgroup),
+                mib(rss),
+                mib(vms),
+                mib(supervisor.rss),
+                *(mib(per_slot[s]) if s in per_slot else "" for s in range(self.slots)),
+                self.in_flight(),
+                mib(system.available),
+                pressure.some.avg10 if pressure else "",
+                pressure.full.avg10 if pressure and pressure.full else "",
+                mib(gpu_used) if gpu_used is not None else "",
+            ]
+        )
+
+    def recent_growth(self, slot: int, pid: int, window: float = 1.0) -> int | None:
+        """Bytes the worker ``pid`` in ``slot`` grew over the last ``window`` seconds of samples."""
+        with self._lock:
+            samples = [s for s in self._history.get(slot, ()) if s[1] == pid]
+        if len(samples) < 2:
+            return None
+        latest_time, _, latest = samples[-1]
+        earlier = [usage for t, _, usage in samples if latest_time - t <= window]
+        return latest - min(earlier) if earlier else None

@@ -1,0 +1,115 @@
+"""Worker processes: start one in its own cgroup, talk to it, know the moment it dies.
+
+Each worker is ``python -m oomguard.engine.worker FD`` (a fresh interpreter, never a fork
+of the threaded supervisor), joined to the supervisor by a socket pair. Its death is seen
+through a pidfd — readable the instant the process exits, no polling.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from oomguard.engine.items import Batch
+from oomguard.engine.sinks import Record
+from oomguard.limits.base import Limiter, MemoryGroup
+
+
+@dataclass
+class WorkerHandle:
+    slot: int
+    generation: int
+    proc: subprocess.Popen[bytes]
+    conn: Connection
+    pidfd: int
+    group: MemoryGroup
+    oom_baseline: int
+    state: str = "starting"  # starting | idle | busy | dead
+    batch: Batch | None = None
+    started_at: float = 0.0
+    started_wall: float = 0.0
+    attempt_alone: bool = False  # the batch ran with the pool drained (as dispatched)
+    deadline: float | None = None
+    usage_at_start: int = 0
+    records: list[Record] = field(default_factory=list)
+    reported: set[int] = field(default_factory=set)
+    item_failures: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
+    batch_failure: tuple[str, dict[str, Any]] | None = None
+    oom_event: bool = False
+    kill_reason: str | None = None
+    batches_done: int = 0
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def fileno(self) -> int:  # lets multiprocessing.connection.wait watch the pidfd
+        return self.pidfd
+
+    def reset_batch(self) -> None:
+        self.batch = None
+        self.deadline = None
+        self.records = []
+        self.reported = set()
+        self.item_failures = []
+        self.batch_failure = None
+        self.oom_event = False
+        self.kill_reason = None
+
+
+def start_worker(
+    limiter: Limiter,
+    job: MemoryGroup,
+    slot: int,
+    generation: int,
+    spec: dict[str, Any],
+    worker_memory: int | None,
+) -> WorkerHandle:
+    """Start a worker, move it into a fresh cgroup, then let it load the user's code."""
+    group = limiter.create_group(f"w{slot}-{generation}", worker_memory, parent=job)
+    ours, theirs = socket.socketpair()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "oomguard.engine.worker", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+        )
+    except BaseException:
+        ours.close()
+        theirs.close()
+        group.remove()
+        raise
+    theirs.close()
+    conn = Connection(ours.detach())
+    group.add_pid(proc.pid)
+    handle = WorkerHandle(
+        slot=slot,
+        generation=generation,
+        proc=proc,
+        conn=conn,
+        pidfd=os.pidfd_open(proc.pid),
+        group=group,
+        oom_baseline=group.read().oom_kill,
+        started_at=time.monotonic(),
+    )
+    conn.send(("init", spec))
+    return handle
+
+
+def close_worker(handle: WorkerHandle) -> None:
+    """Reap a dead worker and release everything it held (its cgroup included)."""
+    if handle.proc.poll() is None:
+        handle.proc.kill()
+    handle.proc.wait()
+    for closer in (handle.conn.close, lambda: os.close(handle.pidfd)):
+        try:
+            closer()
+        except OSError:
+            pass
+    handle.group.remove()

@@ -1,0 +1,193 @@
+"""Where items come from: JSONL, CSV, Parquet, a directory of files, any iterable.
+
+Every source streams: it yields :class:`Item` s one at a time and never holds the whole
+input, so a 10,000,000-line file costs the supervisor no more memory than a 10-line one.
+A line that cannot be parsed becomes an item carrying ``error`` (it is quarantined, the
+run goes on); a missing file is a :class:`ConfigError` before any work starts.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pickle
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from oomguard.engine.items import Item
+from oomguard.errors import ConfigError
+
+
+class Source(Protocol):
+    description: str
+
+    def __iter__(self) -> Iterator[Item]: ...
+
+    def count(self) -> int | None:
+        """How many items there are, if that can be known cheaply (for progress)."""
+
+
+def _count_lines(path: Path) -> int:
+    lines = 0
+    last = b"\n"
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return lines + (0 if last == b"\n" else 1)
+
+
+class JsonlSource:
+    """One JSON value per line; blank lines are skipped (they are no item)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.description = f"JSONL file {path}"
+
+    def __iter__(self) -> Iterator[Item]:
+        index = 0
+        with open(self.path, "rb") as handle:
+            for line_number, raw in enumerate(handle, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    value = json.loads(raw)
+                    yield Item(index, value, len(raw))
+                except ValueError as err:
+                    yield Item(
+                        index,
+                        None,
+                        len(raw),
+                        error=f"line {line_number} of {self.path} is not valid JSON: {err}",
+                    )
+                index += 1
+
+    def count(self) -> int | None:
+        return _count_lines(self.path)
+
+
+class CsvSource:
+    """One item per row, a dict keyed by the header row."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.description = f"CSV file {path}"
+
+    def __iter__(self) -> Iterator[Item]:
+        with open(self.path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            for index, row in enumerate(reader):
+                size = sum(len(v) for v in row.values() if isinstance(v, str))
+                if None in row:
+                    yield Item(
+                        index,
+                        None,
+                        size,
+                        error=f"line {reader.line_num} of {self.path} has more fields than the header",
+                    )
+                else:
+                    yield Item(index, row, size)
+
+    def count(self) -> int | None:
+        return max(0, _count_lines(self.path) - 1)
+
+
+class ParquetSource:
+    """One item per row (a dict), read one record batch at a time (pip install oomguard[parquet])."""
+
+    def __init__(self, path: Path, batch_rows: int = 4096) -> None:
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as err:
+            raise ConfigError(
+                f"reading {path} needs pyarrow: pip install 'oomguard[parquet]'"
+            ) from err
+        self.path = path
+        self.batch_rows = batch_rows
+        self.description = f"Parquet file {path}"
+        self._file = pq.ParquetFile(path)
+
+    def __iter__(self) -> Iterator[Item]:
+        index = 0
+        for record_batch in self._file.iter_batches(batch_size=self.batch_rows):
+            row_size = max(1, record_batch.nbytes // max(1, record_batch.num_rows))
+            for row in record_batch.to_pylist():
+                yield Item(index, row, row_size)
+                index += 1
+
+    def count(self) -> int | None:
+        return int(self._file.metadata.num_rows)
+
+
+class DirectorySource:
+    """One item per regular file (sorted by name): ``{"path": ..., "size": ...}``."""
+
+    def __init__(self, path: Path, pattern: str = "*") -> None:
+        self.path = path
+        self.pattern = pattern
+        self.description = f"directory {path}"
+
+    def _files(self) -> Iterator[Path]:
+        for entry in sorted(self.path.glob(self.pattern)):
+            if entry.is_file():
+                yield entry
+
+    def __iter__(self) -> Iterator[Item]:
+        for index, entry in enumerate(self._files()):
+            size = entry.stat().st_size
+            yield Item(index, {"path": str(entry), "size": size}, size)
+
+    def count(self) -> int | None:
+        return sum(1 for _ in self._files())
+
+
+class IterableSource:
+    """Any Python iterable; an item's size is its pickled size."""
+
+    def __init__(self, iterable: Iterable[Any]) -> None:
+        self.iterable = iterable
+        self.description = f"iterable {type(iterable).__name__}"
+
+    def __iter__(self) -> Iterator[Item]:
+        for index, value in enumerate(self.iterable):
+            try:
+                size = len(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+            except Exception as err:
+                yield Item(index, None, 0, error=f"item {index} cannot be pickled: {err}")
+                continue
+            yield Item(index, value, size)
+
+    def count(self) -> int | None:
+        try:
+            return len(self.iterable)  # type: ignore[arg-type]
+        except TypeError:
+            return None
+
+
+SUFFIXES = {".jsonl": JsonlSource, ".ndjson": JsonlSource, ".csv": CsvSource}
+
+
+def open_source(spec: Any) -> Source:
+    """A source for a path (by its suffix, or a directory) or for any iterable."""
+    if isinstance(spec, str | os.PathLike):
+        path = Path(spec)
+        if not path.exists():
+            raise ConfigError(f"input {str(path)!r} does not exist")
+        if path.is_dir():
+            return DirectorySource(path)
+        suffix = path.suffix.lower()
+        if suffix in (".parquet", ".pq"):
+            return ParquetSource(path)
+        if suffix in SUFFIXES:
+            return SUFFIXES[suffix](path)
+        raise ConfigError(
+            f"input {str(path)!r}: cannot tell its format from the suffix {suffix!r}; expected "
+            ".jsonl, .ndjson, .csv, .parquet or a directory"
+        )
+    if isinstance(spec, Iterable):
+        return IterableSource(spec)
+    raise ConfigError(
+        f"invalid source {spec!r}: expected a path (.jsonl, .csv, .parquet, a directory) or an iterable"
+    )

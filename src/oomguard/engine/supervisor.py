@@ -1,0 +1,800 @@
+"""The supervisor: one loop around one wait, each event handled in a short named step.
+
+::
+
+    source ─► reader thread ─► [item queue] ─► open batch ─┐
+                                                            ▼
+    pending: retries, halves (first) ───────────────► dispatch ─► worker in its cgroup
+    alone: batches that need the whole budget                        │ item / done messages
+                                                                     │ pidfd: death
+                                                                     │ cgroup: OOM event
+                                                                     ▼
+                        handle_message / handle_death / handle_oom_events / handle_timeouts
+                                 │ recovery ladder (recovery.py)
+                                 ▼
+                sink ◄── results        quarantine.jsonl ◄── poison items, with evidence
+
+Workers never decide policy; they run batches and report. The supervisor never holds the
+input: the reader thread feeds a bounded queue, and results go to the sink as each batch
+ends.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Any
+
+from oomguard.engine.artifacts import (
+    JsonLines,
+    MemoryLog,
+    jsonl_to_json_array,
+    write_dmesg_excerpt,
+    write_json,
+)
+from oomguard.engine.classify import Status
+from oomguard.engine.config import JobConfig
+from oomguard.engine.items import Batch, Item
+from oomguard.engine.monitor import Monitor, WorkerView
+from oomguard.engine.pool import WorkerHandle, close_worker, start_worker
+from oomguard.engine.progress import Progress, Snapshot
+from oomguard.engine.recovery import (
+    Decision,
+    Policy,
+    after_failure,
+    pin_item,
+    retry_uncounted,
+    single_item_batch,
+)
+from oomguard.engine.sinks import Record, Sink
+from oomguard.engine.sources import Source
+from oomguard.errors import ConfigError, OomguardError
+from oomguard.limits.base import Limiter, MemoryGroup, OomEvent
+from oomguard.limits.process import protect_supervisor
+from oomguard.memory.kernel_log import find_oom_kills, read_kernel_log
+from oomguard.sizes import mib
+
+_END = object()  # the reader's "source exhausted" mark
+
+
+class SourceReader:
+    """Pulls items from the source in a thread into a bounded queue (the only buffer)."""
+
+    def __init__(self, source: Source, capacity: int) -> None:
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=capacity)
+        self._source = source
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.waiting = threading.Event()  # the supervisor wants to hear of the next item
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="oomguard-reader", daemon=True)
+
+    def fileno(self) -> int:
+        return self._wake_read
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _put(self, value: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self.queue.put(value, timeout=0.2)
+            except queue.Full:
+                continue
+            if self.waiting.is_set():
+                self.waiting.clear()
+                try:
+                    os.write(self._wake_write, b"!")
+                except BlockingIOError:
+                    pass
+            return True
+        return False
+
+    def _run(self) -> None:
+        try:
+            for item in self._source:
+                if not self._put(item):
+                    return
+        except BaseException as err:  # reported to the supervisor, which stops the run
+            self.error = err
+        self._put(_END)
+
+    def drain_wakeups(self) -> None:
+        try:
+            while os.read(self._wake_read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+
+
+@dataclass
+class Counters:
+    succeeded: int = 0
+    quarantined: dict[str, int] = field(default_factory=lambda: collections.Counter())
+    attempts: dict[str, int] = field(default_factory=lambda: collections.Counter())
+    oom_kills: int = 0
+    bystanders: int = 0
+    retries: int = 0
+    bisections: int = 0
+    alone_runs: int = 0
+    worker_starts: int = 0
+
+    @property
+    def quarantined_total(self) -> int:
+        return sum(self.quarantined.values())
+
+
+class OrderedWriter:
+    """Holds results until every earlier input index is done (``ordered=True``)."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.next_index = 0
+        self._held: dict[int, Record | None] = {}
+
+    def write(self, records: list[Record]) -> None:
+        for record in records:
+            self._held[record.index] = record
+        self._release()
+
+    def skip(self, index: int) -> None:
+        self._held[index] = None
+        self._release()
+
+    def _release(self) -> None:
+        ready: list[Record] = []
+        while self.next_index in self._held:
+            record = self._held.pop(self.next_index)
+            if record is not None:
+                ready.append(record)
+            self.next_index += 1
+        if ready:
+            self.sink.write(ready)
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: JobConfig,
+        source: Source,
+        sink: Sink,
+        limiter: Limiter,
+        run_dir: Path,
+        progress: Progress,
+        function_spec: str,
+        memory: int,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.sink = sink
+        self.limiter = limiter
+        self.run_dir = run_dir
+        self.progress = progress
+        self.memory = memory
+        self.policy = Policy(config.crash_retries, config.error_retries)
+        self.counters = Counters()
+        self.spec = {
+            "function": function_spec,
+            "batched": config.batched,
+            "encode_json": sink.wants_json,
+            "sys_path": [os.getcwd(), *sys.path],
+        }
+        self.writer: Sink | OrderedWriter = OrderedWriter(sink) if config.ordered else sink
+        self.pending: collections.deque[Batch] = collections.deque()
+        self.alone: collections.deque[Batch] = collections.deque()
+        self.open_items: list[Item] = []
+        self.open_bytes = 0
+        self.open_since = 0.0
+        self.source_done = False
+        self.total: int | None = None
+        self.workers: dict[int, WorkerHandle] = {}
+        self.generations: collections.Counter[int] = collections.Counter()
+        self.events: list[dict[str, Any]] = []
+        self.start_wall = time.time()
+        self.start = time.monotonic()
+        self.job: MemoryGroup | None = None
+        self.monitor: Monitor | None = None
+        self.reader: SourceReader | None = None
+        self.manifest: JsonLines | None = None
+        self.quarantine: JsonLines | None = None
+        self.oom_pids: set[int] = set()  # victims the watchdog named
+        self.interrupted = False
+
+    # ---------------------------------------------------------------- the loop
+
+    def run(self) -> dict[str, Any]:
+        """Run to the end; returns the summary (also written to summary.json)."""
+        try:
+            self.setup()
+            while not self.finished():
+                self.dispatch()
+                self.wait_and_handle()
+        except KeyboardInterrupt:
+            self.interrupted = True
+            raise
+        finally:
+            summary = self.teardown()
+        return summary
+
+    def setup(self) -> None:
+        protect_supervisor()
+        self.manifest = JsonLines(self.run_dir / "ingest_manifest.jsonl")
+        self.quarantine = JsonLines(self.run_dir / "quarantine.jsonl")
+        self.job = self.limiter.create_group("job", self.memory)
+        capacity = max(256, 4 * self.config.workers * self.config.batch_size)
+        self.reader = SourceReader(self.source, capacity)
+        self.reader.start()
+        threading.Thread(target=self._count_source, name="oomguard-count", daemon=True).start()
+        self.monitor = Monitor(
+            MemoryLog(self.run_dir / "memory_log.csv", self.config.workers),
+            self.job,
+            self._worker_views,
+            self.in_flight,
+            self.config.sample_interval,
+            self.config.workers,
+        )
+        self.monitor.start()
+        for slot in range(self.config.workers):
+            self.start_slot(slot)
+        self.wait_for_first_worker()
+
+    def _count_source(self) -> None:
+        try:
+            self.total = self.source.count()
+        except Exception:
+            self.total = None
+
+    def wait_for_first_worker(self) -> None:
+        """Load errors (a function that can't be imported) stop the run before any work."""
+        while not any(w.state == "idle" for w in self.workers.values()):
+            ready = wait([w.conn for w in self.workers.values()], timeout=120)
+            if not ready:
+                raise OomguardError("no worker became ready within 120 s")
+            for handle in list(self.workers.values()):
+                if handle.conn in ready:
+                    self.read_messages(handle)
+
+    def finished(self) -> bool:
+        return (
+            self.source_done
+            and not self.open_items
+            and not self.pending
+            and not self.alone
+            and self.in_flight() == 0
+        )
+
+    def wait_and_handle(self) -> None:
+        assert self.reader is not None
+        watched: list[Any] = [self.limiter.events, self.reader]
+        for handle in self.workers.values():
+            watched += [handle.conn, handle]
+        ready = wait(watched, timeout=self.next_timeout())
+        self.handle_oom_events()
+        for handle in list(self.workers.values()):
+            if handle.conn in ready:
+                self.read_messages(handle)
+        for handle in list(self.workers.values()):
+            if handle in ready:
+                self.handle_death(handle)
+        self.handle_timeouts()
+        self.report_progress()
+
+    def next_timeout(self) -> float:
+        now = time.monotonic()
+        timeout = 0.5
+        deadlines = [w.deadline for w in self.workers.values() if w.deadline is not None]
+        if self.open_items:
+            deadlines.append(self.open_since + self.config.max_wait_ms / 1000)
+        if deadlines:
+            timeout = min(timeout, max(0.0, min(deadlines) - now))
+        return timeout
+
+    # ---------------------------------------------------------------- dispatch
+
+    def in_flight(self) -> int:
+        return sum(1 for w in self.workers.values() if w.state == "busy")
+
+    def idle_worker(self) -> WorkerHandle | None:
+        return next((w for w in self.workers.values() if w.state == "idle"), None)
+
+    def dispatch(self) -> None:
+        while True:
+            worker = self.idle_worker()
+            if worker is None:
+                return
+            if self.alone:
+                # the whole budget for one batch: wait until nothing else runs
+                if self.in_flight() == 0:
+                    self.counters.alone_runs += 1
+                    self.send_batch(worker, self.alone.popleft())
+                return
+            batch = self.pending.popleft() if self.pending else self.take_new_batch()
+            if batch is None:
+                return
+            self.send_batch(worker, batch)
+
+    def take_new_batch(self) -> Batch | None:
+        """Fill the open batch from the reader; hand it out when full, old or final."""
+        assert self.reader is not None
+        self.reader.drain_wakeups()
+        config = self.config
+        while not self.source_done and len(self.open_items) < config.batch_size:
+            try:
+                item = self.reader.queue.get_nowait()
+            except queue.Empty:
+                self.reader.waiting.set()
+                if not self.reader.queue.empty():
+                    continue
+                break
+            if item is _END:
+                self.source_done = True
+                if self.reader.error is not None:
+                    raise OomguardError(f"reading {self.source.description} failed: {self.reader.error}")
+                break
+            if item.error is not None:
+                self.quarantine_item(item, Status.ERROR, {"message": item.error}, batch=None)
+                continue
+            if self.open_items and self.open_bytes + item.size > config.max_bytes:
+                batch = self.close_open_batch()
+                self.open_items, self.open_bytes, self.open_since = [item], item.size, time.monotonic()
+                return batch
+            if not self.open_items:
+                self.open_since = time.monotonic()
+            self.open_items.append(item)
+            self.open_bytes += item.size
+        if not self.open_items:
+            return None
+        full = len(self.open_items) >= config.batch_size or self.open_bytes >= config.max_bytes
+        old = time.monotonic() - self.open_since >= config.max_wait_ms / 1000
+        if full or old or self.source_done:
+            return self.close_open_batch()
+        return None
+
+    def close_open_batch(self) -> Batch:
+        batch = Batch(self.open_items)
+        self.open_items, self.open_bytes = [], 0
+        return batch
+
+    def send_batch(self, worker: WorkerHandle, batch: Batch) -> None:
+        batch.attempt += 1
+        worker.reset_batch()
+        worker.batch = batch
+        worker.state = "busy"
+        worker.started_at = time.monotonic()
+        worker.started_wall = time.time()
+        worker.attempt_alone = batch.alone
+        if self.config.timeout is not None:
+            worker.deadline = worker.started_at + self.config.timeout
+        try:
+            worker.group.reset_peak()
+            worker.usage_at_start = worker.group.read().usage
+        except OSError:
+            worker.usage_at_start = 0
+        try:
+            worker.conn.send(("batch", batch.batch_id, [(i.index, i.value) for i in batch.items]))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # it is dying: its pidfd will tell, and the batch is retried uncounted
+
+    # ---------------------------------------------------------------- workers
+
+    def start_slot(self, slot: int) -> None:
+        assert self.job is not None
+        self.generations[slot] += 1
+        handle = start_worker(
+            self.limiter,
+            self.job,
+            slot,
+            self.generations[slot],
+            self.spec,
+            self.config.worker_memory,
+        )
+        self.workers[slot] = handle
+        self.counters.worker_starts += 1
+
+    def _worker_views(self) -> list[WorkerView]:
+        return [WorkerView(w.slot, w.pid, w.group) for w in list(self.workers.values())]
+
+    def read_messages(self, handle: WorkerHandle) -> None:
+        try:
+            while handle.conn.poll():
+                self.handle_message(handle, handle.conn.recv())
+        except (EOFError, OSError):
+            pass  # the worker is gone; handle_death takes it from here
+
+    def handle_message(self, handle: WorkerHandle, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "item":
+            _, batch_id, index, status, value, line, error = message
+            if handle.batch is None or batch_id != handle.batch.batch_id:
+                return
+            handle.reported.add(index)
+            if status == Status.SUCCESS:
+                handle.records.append(Record(index, value, line))
+            else:
+                handle.item_failures.append((index, status, error))
+        elif kind == "done":
+            _, batch_id, stats = message
+            if handle.batch is not None and batch_id == handle.batch.batch_id:
+                self.finish_batch(handle, stats)
+        elif kind == "batch_error":
+            _, batch_id, status, error = message
+            if handle.batch is not None and batch_id == handle.batch.batch_id:
+                handle.batch_failure = (status, error)
+        elif kind == "ready":
+            handle.state = "idle"
+        elif kind == "fatal":
+            raise ConfigError(message[1])
+
+    def finish_batch(self, handle: WorkerHandle, stats: dict[str, int]) -> None:
+        """A batch came back (the worker lives): write results, route failed items."""
+        batch = handle.batch
+        assert batch is not None
+        peak = self.batch_peak(handle)
+        if handle.batch_failure is not None:
+            status, error = handle.batch_failure
+            self.record_attempt(handle, Status(status), peak, error=error)
+            handle.reset_batch()
+            handle.state = "idle"
+            self.apply(after_failure(batch, Status(status), died_alone=False, policy=self.policy), Status(status), error)
+            return
+        self.commit(handle.records)
+        worst = Status.SUCCESS
+        for index, status, error in handle.item_failures:
+            item = next(i for i in batch.items if i.index == index)
+            failure = Status(status)
+            worst = failure if worst is Status.SUCCESS else worst
+            single = single_item_batch(batch, item)
+            self.apply(after_failure(single, failure, died_alone=False, policy=self.policy), failure, error)
+        self.record_attempt(handle, worst, peak, stats=stats)
+        handle.batches_done += 1
+        handle.reset_batch()
+        handle.state = "idle"
+
+    def handle_death(self, handle: WorkerHandle) -> None:
+        """The pidfd says the worker is gone: classify, recover its batch, replace it."""
+        self.read_messages(handle)  # what it said before dying still counts
+        handle.proc.wait()
+        batch = handle.batch
+        status, evidence = self.classify_death(handle)
+        peak = self.batch_peak(handle)
+        del self.workers[handle.slot]
+        if batch is not None and handle.state == "busy":
+            died_alone = peak is not None and peak >= self.config.alone_fraction * self.memory
+            bystander = (
+                status is Status.OOM_KILLED
+                and not died_alone
+                and not batch.alone
+                and self.is_bystander(handle)
+            )
+            evidence["peak_mb"] = mib(peak) if peak is not None else None
+            evidence["died_alone"] = died_alone
+            self.record_attempt(handle, status, peak, evidence=evidence, bystander=bystander)
+            self.commit(handle.records)
+            if status is Status.OOM_KILLED:
+                self.counters.oom_kills += 1
+            self.recover(handle, batch, status, evidence, died_alone=died_alone, bystander=bystander)
+        elif status is Status.OOM_KILLED:
+            self.counters.oom_kills += 1
+        if handle.state == "starting" and handle.batch is None and status is Status.WORKER_CRASH:
+            self.events.append({"time": time.time(), "event": "worker_failed_to_start", **evidence})
+        close_worker(handle)
+        if not self.finished():
+            self.start_slot(handle.slot)
+
+    def classify_death(self, handle: WorkerHandle) -> tuple[Status, dict[str, Any]]:
+        code = handle.proc.returncode
+        evidence: dict[str, Any] = {"worker_pid": handle.pid, "returncode": code}
+        if code is not None and code < 0:
+            evidence["signal"] = -code
+        if handle.kill_reason == "timeout":
+            evidence["timeout_sec"] = self.config.timeout
+            return Status.TIMEOUT, evidence
+        try:
+            kills = handle.group.read().oom_kill - handle.oom_baseline
+        except OSError:
+            kills = 0
+        if handle.oom_event or kills > 0 or handle.pid in self.oom_pids:
+            evidence["enforcer"] = self.limiter.kind
+            evidence["oom_kill_count"] = max(kills, 1)
+            evidence["job_cap_mb"] = mib(self.memory)
+            kernel = self.kernel_evidence(handle.pid)
+            if kernel:
+                evidence["kernel_log"] = kernel
+            return Status.OOM_KILLED, evidence
+        return Status.WORKER_CRASH, evidence
+
+    @staticmethod
+    def kernel_evidence(pid: int) -> list[str]:
+        lines = read_kernel_log()
+        if lines is None:
+            return []
+        for kill in reversed(find_oom_kills(lines[-400:])):
+            if kill.pid == pid:
+                return list(kill.lines)
+        return []
+
+    def batch_peak(self, handle: WorkerHandle) -> int | None:
+        try:
+            return handle.group.read().peak
+        except OSError:
+            return None
+
+    def is_bystander(self, victim: WorkerHandle) -> bool:
+        """Was another in-flight batch the one growing when the victim was killed?"""
+        assert self.monitor is not None
+        victim_growth = self.monitor.recent_growth(victim.slot, victim.pid)
+        if victim_growth is None:
+            return False
+        for other in self.workers.values():
+            if other is victim or other.state != "busy":
+                continue
+            growth = self.monitor.recent_growth(other.slot, other.pid)
+            if growth is not None and growth > max(victim_growth, 0) + 16 * 1024 * 1024:
+                return True
+        return False
+
+    def recover(
+        self,
+        handle: WorkerHandle,
+        batch: Batch,
+        status: Status,
+        evidence: dict[str, Any],
+        *,
+        died_alone: bool,
+        bystander: bool,
+    ) -> None:
+        if bystander:
+            self.counters.bystanders += 1
+            remaining = [i for i in batch.items if i.index not in handle.reported]
+            if remaining:
+                retry = batch if len(remaining) == len(batch.items) else batch.only(remaining)
+                self.apply(retry_uncounted(retry), status, evidence)
+            return
+        if self.config.batched:
+            self.apply(after_failure(batch, status, died_alone=died_alone, policy=self.policy), status, evidence)
+            return
+        # per-item: the first unreported item was running; those after it never started
+        pinned, rest = pin_item(batch, handle.reported)
+        for index, failure, error in handle.item_failures:
+            item = next(i for i in batch.items if i.index == index)
+            self.apply(
+                after_failure(single_item_batch(batch, item), Status(failure), died_alone=False, policy=self.policy),
+                Status(failure),
+                error,
+            )
+        if rest:
+            self.apply(retry_uncounted(batch.only(rest)), status, evidence)
+        if pinned is not None:
+            single = single_item_batch(batch, pinned)
+            self.apply(after_failure(single, status, died_alone=died_alone, policy=self.policy), status, evidence)
+
+    def apply(self, decision: Decision, status: Status, evidence: dict[str, Any]) -> None:
+        for batch in reversed(decision.retry):
+            self.pending.appendleft(batch)
+        self.alone.extend(decision.alone)
+        if decision.action in ("retry", "retry_bystander"):
+            self.counters.retries += 1
+        elif decision.action == "bisect":
+            self.counters.bisections += 1
+        for item in decision.quarantine:
+            self.quarantine_item(item, status, evidence, batch=None)
+
+    def handle_oom_events(self) -> None:
+        events: list[OomEvent] = self.limiter.events.drain()
+        by_key = {w.group.key: w for w in self.workers.values()}
+        for event in events:
+            if event.pid is not None:
+                self.oom_pids.add(event.pid)
+            handle = by_key.get(event.group)
+            if handle is not None:
+                handle.oom_event = True
+            self.events.append(
+                {"time": event.time, "event": "oom_kill", "group": event.group, "source": event.source}
+            )
+
+    def handle_timeouts(self) -> None:
+        now = time.monotonic()
+        for handle in list(self.workers.values()):
+            if handle.deadline is not None and now >= handle.deadline and handle.kill_reason is None:
+                handle.kill_reason = "timeout"
+                handle.proc.kill()
+
+    # ---------------------------------------------------------------- results
+
+    def commit(self, records: list[Record]) -> None:
+        if not records:
+            return
+        records.sort(key=lambda r: r.index)
+        self.writer.write(records)
+        self.counters.succeeded += len(records)
+
+    def quarantine_item(
+        self, item: Item, status: Status, evidence: dict[str, Any], batch: Batch | None
+    ) -> None:
+        assert self.quarantine is not None
+        self.quarantine.write({"input_index": item.index, "status": str(status), "evidence": evidence})
+        self.counters.quarantined[str(status)] += 1
+        if isinstance(self.writer, OrderedWriter):
+            self.writer.skip(item.index)
+
+    def record_attempt(
+        self,
+        handle: WorkerHandle,
+        status: Status,
+        peak: int | None,
+        *,
+        error: dict[str, Any] | None = None,
+        evidence: dict[str, Any] | None = None,
+        stats: dict[str, int] | None = None,
+        bystander: bool = False,
+    ) -> None:
+        assert self.manifest is not None and handle.batch is not None
+        batch = handle.batch
+        end = time.time()
+        start_wall = handle.started_wall
+        detail = error or evidence or {}
+        entry: dict[str, Any] = {
+            "batch_id": batch.batch_id,
+            "parent_id": batch.parent_id,
+            "input_indices": batch.indices,
+            "attempt": batch.attempt,
+            "status": str(status),
+            "start": round(start_wall, 3),
+            "end": round(end, 3),
+            "duration_sec": round(end - start_wall, 3),
+            "peak_mb": mib(peak) if peak is not None else None,
+            "worker_pid": handle.pid,
+            "alone": handle.attempt_alone,
+            "items_done": len(handle.records),
+        }
+        if status is not Status.SUCCESS:
+            entry["error_class"] = str(status)
+            entry["error_message"] = detail.get("message") or detail.get("type") or _death_text(detail)
+        if handle.item_failures:
+            entry["items_failed"] = [
+                {"input_index": index, "status": failure} for index, failure, _ in handle.item_failures
+            ]
+        if bystander:
+            entry["bystander"] = True
+        if stats:
+            entry["worker_rss_mb"] = mib(stats.get("rss_after", 0))
+        self.manifest.write(entry)
+        self.counters.attempts[str(status)] += 1
+
+    # ---------------------------------------------------------------- progress and end
+
+    def snapshot(self) -> Snapshot:
+        assert self.monitor is not None
+        return Snapshot(
+            done=self.counters.succeeded + self.counters.quarantined_total,
+            total=self.total,
+            succeeded=self.counters.succeeded,
+            quarantined=self.counters.quarantined_total,
+            in_flight=self.in_flight(),
+            oom_kills=self.counters.oom_kills,
+            memory_used=self.monitor.last_cgroup,
+            memory_cap=self.memory,
+            elapsed=time.monotonic() - self.start,
+        )
+
+    def report_progress(self) -> None:
+        self.progress.update(self.snapshot())
+
+    def stop_workers(self) -> None:
+        for handle in list(self.workers.values()):
+            try:
+                handle.conn.send(("stop",))
+            except OSError:
+                pass
+        deadline = time.monotonic() + 5
+        for handle in list(self.workers.values()):
+            try:
+                handle.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception:
+                handle.proc.kill()
+            close_worker(handle)
+        self.workers.clear()
+
+    def teardown(self) -> dict[str, Any]:
+        end_wall = time.time()
+        for step in (self.stop_workers, self._stop_reader):
+            try:
+                step()
+            except Exception:
+                pass
+        if self.monitor is not None:
+            self.monitor.stop()
+        job_reading = None
+        if self.job is not None:
+            try:
+                job_reading = self.job.read()
+            except OSError:
+                pass
+        for closer in (self.sink.close, *(f.close for f in (self.manifest, self.quarantine) if f)):
+            try:
+                closer()
+            except Exception:
+                pass
+        if self.manifest is not None:
+            jsonl_to_json_array(self.manifest.path, self.run_dir / "ingest_manifest.json")
+            self.manifest.path.unlink()
+        dmesg = write_dmesg_excerpt(self.run_dir / "dmesg_excerpt.txt", self.start_wall, end_wall)
+        summary = self.summary(end_wall, job_reading, dmesg)
+        write_json(self.run_dir / "summary.json", summary)
+        self.progress.close(self.snapshot() if self.monitor else _empty_snapshot(self.memory))
+        return summary
+
+    def _stop_reader(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+
+    def summary(self, end_wall: float, job_reading: Any, dmesg: bool) -> dict[str, Any]:
+        duration = end_wall - self.start_wall
+        monitor = self.monitor
+        peak_cgroup = monitor.peak_cgroup if monitor else 0
+        if job_reading is not None and job_reading.peak is not None:
+            peak_cgroup = max(peak_cgroup, job_reading.peak)
+        counts = {"success": self.counters.succeeded, **self.counters.quarantined}
+        done = self.counters.succeeded + self.counters.quarantined_total
+        return {
+            "status": "interrupted" if self.interrupted else "finished",
+            "function": self.spec["function"],
+            "source": self.source.description,
+            "items_total": done,
+            "counts": counts,
+            "quarantined": self.counters.quarantined_total,
+            "attempts": dict(self.counters.attempts),
+            "retries": self.counters.retries,
+            "bisections": self.counters.bisections,
+            "alone_runs": self.counters.alone_runs,
+            "bystanders": self.counters.bystanders,
+            "worker_starts": self.counters.worker_starts,
+            "peak_rss_mb": mib(monitor.peak_rss) if monitor else None,
+            "peak_cgroup_mb": mib(peak_cgroup),
+            "peak_gpu_mb": mib(monitor.peak_gpu) if monitor and monitor.peak_gpu else None,
+            "cap_mb": mib(self.memory),
+            "peak_percent_of_cap": round(100 * peak_cgroup / self.memory, 1),
+            "duration_sec": round(duration, 3),
+            "throughput_items_per_sec": round(done / duration, 2) if duration > 0 else None,
+            "samples": monitor.samples if monitor else 0,
+            "cgroup_events": {
+                "oom_kill": self.counters.oom_kills,
+                "job_oom_kill": job_reading.oom_kill if job_reading is not None else None,
+            },
+            "enforcement": self.limiter.kind,
+            "enforcement_reason": self.limiter.reason,
+            "workers": self.config.workers,
+            "batch_size": self.config.batch_size,
+            "dmesg_excerpt": dmesg,
+            "events": self.events[-200:],
+        }
+
+
+def _death_text(evidence: dict[str, Any]) -> str:
+    if "signal" in evidence:
+        return f"killed by signal {evidence['signal']}"
+    if evidence.get("returncode") is not None:
+        return f"exited with code {evidence['returncode']}"
+    return ""
+
+
+def _empty_snapshot(memory: int) -> Snapshot:
+    return Snapshot(0, None, 0, 0, 0, 0, 0, memory, 0.0)
+

@@ -1,0 +1,97 @@
+"""Functions the engine tests run in workers. Each item says what to do: ``{"kind": ...}``."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+MiB = 1024 * 1024
+
+
+def allocate(mb: int) -> bytearray:
+    return bytearray(mb * MiB)  # zero-filled by calloc: touch every page so it is resident
+
+
+def touch(block: bytearray) -> None:
+    for offset in range(0, len(block), 4096):
+        block[offset] = 1
+
+
+def work(item: dict[str, Any]) -> Any:
+    kind = item.get("kind", "ok")
+    if kind == "ok":
+        return {"value": item.get("value", 0) * 2}
+    if kind == "grow":
+        block = allocate(item["mb"])
+        touch(block)
+        return {"mb": item["mb"]}
+    if kind == "slow":
+        time.sleep(item["seconds"])  # the workload is slow by nature; no test waits on it
+        return {"slow": True}
+    if kind == "hang":
+        threading.Event().wait()
+    if kind == "segv":
+        ctypes.string_at(0)
+    if kind == "memerr":
+        raise MemoryError("cannot allocate the model")
+    if kind == "cuda":
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    if kind == "raise":
+        raise ValueError(f"bad item {item.get('value')}")
+    if kind == "exit":
+        os._exit(7)
+    if kind == "json_unfriendly":
+        return {1, 2, 3}
+    if kind == "unpicklable":
+        return threading.Lock()
+    raise AssertionError(f"unknown kind {kind}")
+
+
+def work_batch(items: list[dict[str, Any]]) -> list[Any]:
+    """Batched: memory for the whole batch at once, like a flush of 10 documents."""
+    blocks = []
+    for item in items:
+        if item.get("kind") == "grow":
+            block = allocate(item["mb"])
+            touch(block)
+            blocks.append(block)
+        elif item.get("kind") == "raise":
+            raise ValueError(f"bad item {item.get('value')}")
+    return [{"ok": True} for _ in items]
+
+
+def short_batch(items: list[Any]) -> list[Any]:
+    return items[:-1]
+
+
+def bystander(item: dict[str, Any]) -> Any:
+    """Two cooperating items: 'holder' holds memory flat; 'grower' grows after it.
+
+    The holder opens the FIFO for writing (blocking until the grower opens it for reading),
+    so the grower only starts growing once the holder holds its memory. On a retry the
+    holder finds its marker and just does its work.
+    """
+    fifo = Path(item["fifo"])
+    if item["role"] == "holder":
+        block = allocate(item["mb"])
+        touch(block)
+        marker = fifo.with_suffix(".held")
+        if marker.exists():
+            return {"role": "holder", "retried": True}
+        marker.write_text("1")
+        with open(fifo, "w") as pipe:
+            pipe.write("holding\n")
+        threading.Event().wait()  # held until the kernel decides
+    with open(fifo) as pipe:
+        pipe.readline()
+    blocks = []
+    for _ in range(item["steps"]):
+        block = allocate(item["step_mb"])
+        touch(block)
+        blocks.append(block)
+        time.sleep(item["step_seconds"])  # a slow grower, as real leaks are
+    return {"role": "grower"}
