@@ -77,24 +77,79 @@ def doctor(as_json: bool, memory: int | None) -> None:
         render(report)
 
 
-@cli.command(context_settings={"show_default": True})
+@cli.command(name="run", context_settings={"show_default": True})
 @click.argument("function")
-@click.option("--input", "-i", "input_", required=False, help="Items: .jsonl, .csv, .parquet or a directory.")
-@click.option("--output", "-o", default=None, help="Results: .jsonl or .parquet [default: RUN_DIR/results.jsonl].")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="oomguard.toml with the same keys as these options.")
-@click.option("--memory", "-m", type=SIZE, default=None, help="Cap for the whole job [default: 90% of the budget].")
-@click.option("--workers", "-w", type=click.IntRange(min=1), default=None, help="Worker processes [default: cores].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Items per batch [default: 10].")
+@click.option(
+    "--input", "-i", "input_", required=False, help="Items: .jsonl, .csv, .parquet or a directory."
+)
+@click.option(
+    "--output",
+    "-o",
+    default=None,
+    help="Results: .jsonl or .parquet [default: RUN_DIR/results.jsonl].",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="oomguard.toml with the same keys as these options.",
+)
+@click.option(
+    "--memory",
+    "-m",
+    type=SIZE,
+    default=None,
+    help="Cap for the whole job [default: 90% of the budget].",
+)
+@click.option(
+    "--workers",
+    "-w",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes [default: cores].",
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=None, help="Items per batch [default: 10]."
+)
 @click.option("--max-bytes", type=SIZE, default=None, help="Bytes per batch [default: 5000000].")
-@click.option("--max-wait-ms", type=click.IntRange(min=1), default=None, help="Longest wait to fill a batch [default: 5000].")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds per batch attempt.")
-@click.option("--batched", is_flag=True, default=None, help="The function takes a list and returns a list.")
+@click.option(
+    "--max-wait-ms",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Longest wait to fill a batch [default: 5000].",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds per batch attempt.",
+)
+@click.option(
+    "--batched", is_flag=True, default=None, help="The function takes a list and returns a list."
+)
 @click.option("--ordered", is_flag=True, default=None, help="Write results in input order.")
-@click.option("--run-dir", type=click.Path(file_okay=False), default=None, help="Artifacts go here [default: oomguard-runs/TIME].")
-@click.option("--limiter", type=click.Choice(["auto", "cgroup", "watchdog"]), default=None, help="How memory is enforced [default: auto].")
-@click.option("--log-format", type=click.Choice(["auto", "rich", "plain", "json", "quiet"]), default=None, help="Progress output [default: auto].")
-def run(function: str, input_: str | None, output: str | None, config_file: str | None, **options: Any) -> None:
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Artifacts go here [default: oomguard-runs/TIME].",
+)
+@click.option(
+    "--limiter",
+    type=click.Choice(["auto", "cgroup", "watchdog"]),
+    default=None,
+    help="How memory is enforced [default: auto].",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "rich", "plain", "json", "quiet"]),
+    default=None,
+    help="Progress output [default: auto].",
+)
+def run_command(
+    function: str, input_: str | None, output: str | None, config_file: str | None, **options: Any
+) -> None:
     """Run FUNCTION ('package.module:function') over every input item under a memory cap.
 
     Exit codes: 0 all done; 3 finished with quarantined items; 2 usage or configuration
@@ -130,7 +185,8 @@ def run(function: str, input_: str | None, output: str | None, config_file: str 
     click.echo(
         f"oomguard: {result.succeeded} items done, {len(result.quarantined)} quarantined, "
         f"peak {summary['peak_cgroup_mb']} MiB of a {summary['cap_mb']} MiB cap "
-        f"({summary['peak_percent_of_cap']}%), {summary['duration_sec']} s; artifacts in {result.run_dir}",
+        f"({summary['peak_percent_of_cap']}%), {summary['duration_sec']} s; "
+        f"artifacts in {result.run_dir}",
         err=True,
     )
     for entry in result.quarantined[:10]:
@@ -138,7 +194,9 @@ def run(function: str, input_: str | None, output: str | None, config_file: str 
         why = evidence.get("message") or evidence.get("type") or ""
         if entry["status"] == "oom_killed":
             why = f"killed at {evidence.get('peak_mb')} MiB"
-        click.echo(f"  quarantined item {entry['input_index']}: {entry['status']} {why}".rstrip(), err=True)
+        click.echo(
+            f"  quarantined item {entry['input_index']}: {entry['status']} {why}".rstrip(), err=True
+        )
     raise click.exceptions.Exit(result.exit_code)
 
 
@@ -171,9 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_OK
 
 
-def run() -> None:
+def entry_point() -> None:
     sys.exit(main())
 
 
 if __name__ == "__main__":
-    run()
+    entry_point()

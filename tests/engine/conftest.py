@@ -29,7 +29,9 @@ def manifest(run_dir: Path) -> list[dict[str, Any]]:
 def run_job(tmp_path: Path) -> Callable[..., tuple[RunResult, list[dict[str, Any]]]]:
     """Run a job over ``items`` into tmp_path; returns the result and the output lines."""
 
-    def run(items: list[Any], function: str = WORK, **options: Any) -> tuple[RunResult, list[dict[str, Any]]]:
+    def run(
+        items: list[Any], function: str = WORK, **options: Any
+    ) -> tuple[RunResult, list[dict[str, Any]]]:
         source = write_jsonl(tmp_path / "items.jsonl", items)
         out = tmp_path / "out.jsonl"
         options.setdefault("log_format", "quiet")

@@ -15,12 +15,21 @@ from tests.engine.conftest import WORK, write_jsonl
 def test_unparsable_line_is_quarantined_and_the_run_goes_on(tmp_path: Path) -> None:
     source = tmp_path / "items.jsonl"
     source.write_text('{"kind": "ok", "value": 1}\n{not json\n\n{"kind": "ok", "value": 2}\n')
-    result = Job(WORK, source=source, sink=tmp_path / "out.jsonl", run_dir=tmp_path / "run",
-                 workers=1, log_format="quiet").run()
+    result = Job(
+        WORK,
+        source=source,
+        sink=tmp_path / "out.jsonl",
+        run_dir=tmp_path / "run",
+        workers=1,
+        log_format="quiet",
+    ).run()
     assert result.succeeded == 2
     (entry,) = result.quarantined
     assert entry["input_index"] == 1 and entry["status"] == "error"
-    assert "line 2" in entry["evidence"]["message"] and "not valid JSON" in entry["evidence"]["message"]
+    assert (
+        "line 2" in entry["evidence"]["message"]
+        and "not valid JSON" in entry["evidence"]["message"]
+    )
 
 
 def test_missing_input_is_a_config_error(tmp_path: Path) -> None:
@@ -36,7 +45,9 @@ def test_missing_input_is_a_config_error(tmp_path: Path) -> None:
         ("just-a-name", "expected 'package.module:function'"),
     ],
 )
-def test_function_that_cannot_be_imported_stops_before_work(tmp_path: Path, function: str, message: str) -> None:
+def test_function_that_cannot_be_imported_stops_before_work(
+    tmp_path: Path, function: str, message: str
+) -> None:
     source = write_jsonl(tmp_path / "items.jsonl", [{"kind": "ok"}])
     with pytest.raises(ConfigError, match=message):
         Job(function, source=source, run_dir=tmp_path / "run", workers=1, log_format="quiet").run()
@@ -49,24 +60,47 @@ def test_lambda_is_refused(tmp_path: Path) -> None:
 
 def test_wrong_number_of_results_is_an_error_per_item(tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "items.jsonl", [1, 2, 3, 4])
-    result = Job("tests.engine.workloads:short_batch", source=source, sink=tmp_path / "o.jsonl",
-                 run_dir=tmp_path / "run", batched=True, workers=1, log_format="quiet").run()
+    result = Job(
+        "tests.engine.workloads:short_batch",
+        source=source,
+        sink=tmp_path / "o.jsonl",
+        run_dir=tmp_path / "run",
+        batched=True,
+        workers=1,
+        log_format="quiet",
+    ).run()
     assert sorted(q["input_index"] for q in result.quarantined) == [0, 1, 2, 3]
-    assert all("returned 0 results for 1 items" in q["evidence"]["message"] for q in result.quarantined)
+    assert all(
+        "returned 0 results for 1 items" in q["evidence"]["message"] for q in result.quarantined
+    )
 
 
 def test_result_that_is_not_json_is_named(tmp_path: Path) -> None:
-    source = write_jsonl(tmp_path / "items.jsonl", [{"kind": "json_unfriendly"}, {"kind": "ok", "value": 1}])
-    result = Job(WORK, source=source, sink=tmp_path / "o.jsonl", run_dir=tmp_path / "run",
-                 workers=1, log_format="quiet").run()
+    source = write_jsonl(
+        tmp_path / "items.jsonl", [{"kind": "json_unfriendly"}, {"kind": "ok", "value": 1}]
+    )
+    result = Job(
+        WORK,
+        source=source,
+        sink=tmp_path / "o.jsonl",
+        run_dir=tmp_path / "run",
+        workers=1,
+        log_format="quiet",
+    ).run()
     (entry,) = result.quarantined
     assert "result of item 0 is not JSON-serializable" in entry["evidence"]["message"]
 
 
 def test_unpicklable_result_is_named(tmp_path: Path) -> None:
     got: list[tuple[int, object]] = []
-    result = Job(WORK, source=[{"kind": "unpicklable"}, {"kind": "ok", "value": 3}], sink=got.extend,
-                 run_dir=tmp_path / "run", workers=1, log_format="quiet").run()
+    result = Job(
+        WORK,
+        source=[{"kind": "unpicklable"}, {"kind": "ok", "value": 3}],
+        sink=got.extend,
+        run_dir=tmp_path / "run",
+        workers=1,
+        log_format="quiet",
+    ).run()
     assert got == [(1, {"value": 6})]
     (entry,) = result.quarantined
     assert "result of item 0 cannot be pickled" in entry["evidence"]["message"]
@@ -74,15 +108,27 @@ def test_unpicklable_result_is_named(tmp_path: Path) -> None:
 
 def test_unpicklable_input_item_is_quarantined(tmp_path: Path) -> None:
     got: list[tuple[int, object]] = []
-    result = Job(WORK, source=[threading.Lock(), {"kind": "ok", "value": 2}], sink=got.extend,
-                 run_dir=tmp_path / "run", workers=1, log_format="quiet").run()
+    result = Job(
+        WORK,
+        source=[threading.Lock(), {"kind": "ok", "value": 2}],
+        sink=got.extend,
+        run_dir=tmp_path / "run",
+        workers=1,
+        log_format="quiet",
+    ).run()
     assert got == [(1, {"value": 4})]
     assert "cannot be pickled" in result.quarantined[0]["evidence"]["message"]
 
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("workers", 0), ("batch_size", -1), ("timeout", 0), ("limiter", "magic"), ("crash_retries", -1)],
+    [
+        ("workers", 0),
+        ("batch_size", -1),
+        ("timeout", 0),
+        ("limiter", "magic"),
+        ("crash_retries", -1),
+    ],
 )
 def test_bad_options_are_config_errors(option: str, value: object) -> None:
     with pytest.raises(ConfigError, match=option):

@@ -21,7 +21,9 @@ def test_memory_death_retry_then_alone_then_bisect_then_quarantine() -> None:
     assert third.action == "bisect"
     halves = third.retry
     assert [h.indices for h in halves] == [[0, 1], [2, 3]]
-    assert all(not h.alone and h.memory_deaths == 0 and h.parent_id == batch.batch_id for h in halves)
+    assert all(
+        not h.alone and h.memory_deaths == 0 and h.parent_id == batch.batch_id for h in halves
+    )
     single = batch_of(1)
     single.alone = True
     final = after_failure(single, Status.MEMORY_ERROR, died_alone=False, policy=POLICY)
@@ -32,23 +34,38 @@ def test_dying_at_nearly_the_whole_budget_counts_as_alone() -> None:
     single = batch_of(1)
     decision = after_failure(single, Status.OOM_KILLED, died_alone=True, policy=POLICY)
     assert decision.action == "quarantine"
-    assert after_failure(batch_of(3), Status.OOM_KILLED, died_alone=True, policy=POLICY).action == "bisect"
+    assert (
+        after_failure(batch_of(3), Status.OOM_KILLED, died_alone=True, policy=POLICY).action
+        == "bisect"
+    )
 
 
 def test_crashes_retry_n_times_then_bisect() -> None:
     batch = batch_of(2)
     assert after_failure(batch, Status.TIMEOUT, died_alone=False, policy=POLICY).action == "retry"
-    assert after_failure(batch, Status.WORKER_CRASH, died_alone=False, policy=POLICY).action == "retry"
-    assert after_failure(batch, Status.WORKER_CRASH, died_alone=False, policy=POLICY).action == "bisect"
+    assert (
+        after_failure(batch, Status.WORKER_CRASH, died_alone=False, policy=POLICY).action == "retry"
+    )
+    assert (
+        after_failure(batch, Status.WORKER_CRASH, died_alone=False, policy=POLICY).action
+        == "bisect"
+    )
 
 
 def test_errors_are_not_retried_by_default() -> None:
-    assert after_failure(batch_of(1), Status.ERROR, died_alone=False, policy=POLICY).action == "quarantine"
-    assert after_failure(batch_of(4), Status.ERROR, died_alone=False, policy=POLICY).action == "bisect"
+    assert (
+        after_failure(batch_of(1), Status.ERROR, died_alone=False, policy=POLICY).action
+        == "quarantine"
+    )
+    assert (
+        after_failure(batch_of(4), Status.ERROR, died_alone=False, policy=POLICY).action == "bisect"
+    )
     retrying = Policy(error_retries=1)
     batch = batch_of(1)
     assert after_failure(batch, Status.ERROR, died_alone=False, policy=retrying).action == "retry"
-    assert after_failure(batch, Status.ERROR, died_alone=False, policy=retrying).action == "quarantine"
+    assert (
+        after_failure(batch, Status.ERROR, died_alone=False, policy=retrying).action == "quarantine"
+    )
 
 
 def test_bystander_history_is_untouched() -> None:
@@ -68,6 +85,9 @@ def test_pin_item() -> None:
 
 def test_classify_exceptions() -> None:
     assert classify_exception(MemoryError()) is Status.MEMORY_ERROR
-    assert classify_exception(RuntimeError("CUDA out of memory. Tried to allocate")) is Status.MEMORY_ERROR
+    assert (
+        classify_exception(RuntimeError("CUDA out of memory. Tried to allocate"))
+        is Status.MEMORY_ERROR
+    )
     assert classify_exception(RuntimeError("CUBLAS_STATUS_ALLOC_FAILED")) is Status.MEMORY_ERROR
     assert classify_exception(ValueError("bad value")) is Status.ERROR

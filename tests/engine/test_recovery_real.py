@@ -56,7 +56,9 @@ def test_bisection_finds_the_one_poison_item_in_a_batch_of_10(
 ) -> None:
     items = [{"kind": "grow", "mb": 5} for _ in range(30)]
     items[4] = {"kind": "grow", "mb": 2000}
-    result, lines = run_job(items, function="tests.engine.workloads:work_batch", batched=True, memory="400m")
+    result, lines = run_job(
+        items, function="tests.engine.workloads:work_batch", batched=True, memory="400m"
+    )
     exactly_once(lines, set(range(30)) - {4})
     assert [(q["input_index"], q["status"]) for q in result.quarantined] == [(4, "oom_killed")]
     attempts = manifest(result.run_dir)
@@ -78,7 +80,11 @@ def test_a_bystander_is_retried_without_counting_against_it(
         {"role": "grower", "fifo": str(fifo), "steps": 16, "step_mb": 10, "step_seconds": 0.1},
     ]
     result, lines = run_job(
-        items, function="tests.engine.workloads:bystander", memory="360m", batch_size=1, sample_interval=0.05
+        items,
+        function="tests.engine.workloads:bystander",
+        memory="360m",
+        batch_size=1,
+        sample_interval=0.05,
     )
     exactly_once(lines, {0, 1})
     assert result.quarantined == []

@@ -35,7 +35,9 @@ def test_csv_source(tmp_path: Path) -> None:
 
 def test_parquet_source_streams_row_groups(tmp_path: Path) -> None:
     path = tmp_path / "rows.parquet"
-    pq.write_table(pa.table({"kind": ["ok"] * 1000, "value": list(range(1000))}), path, row_group_size=100)
+    pq.write_table(
+        pa.table({"kind": ["ok"] * 1000, "value": list(range(1000))}), path, row_group_size=100
+    )
     source = open_source(path)
     items = list(source)
     assert source.count() == 1000
@@ -53,13 +55,15 @@ def test_directory_source_gives_path_and_size(tmp_path: Path) -> None:
 
 def test_unknown_suffix_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "x.xml").write_text("<a/>")
-    with pytest.raises(ConfigError, match="'.xml'"):
+    with pytest.raises(ConfigError, match=r"'\.xml'"):
         open_source(tmp_path / "x.xml")
 
 
 def test_parquet_sink_buffer_is_bounded(tmp_path: Path) -> None:
     sink = ParquetSink(tmp_path / "out.parquet", buffer_bytes=4096)
-    row_size = len(pickle.dumps({"input_index": 999, "text": "x" * 50}, protocol=pickle.HIGHEST_PROTOCOL))
+    row_size = len(
+        pickle.dumps({"input_index": 999, "text": "x" * 50}, protocol=pickle.HIGHEST_PROTOCOL)
+    )
     for start in range(0, 1000, 10):
         sink.write([Record(index, {"text": "x" * 50}, None) for index in range(start, start + 10)])
     sink.close()
@@ -73,13 +77,20 @@ def test_parquet_sink_buffer_is_bounded(tmp_path: Path) -> None:
 def test_parquet_sink_through_a_job(tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "items.jsonl", [{"kind": "ok", "value": i} for i in range(50)])
     out = tmp_path / "out.parquet"
-    result = Job(WORK, source=source, sink=out, run_dir=tmp_path / "run", workers=2,
-                 parquet_buffer_bytes=512, log_format="quiet").run()
+    result = Job(
+        WORK,
+        source=source,
+        sink=out,
+        run_dir=tmp_path / "run",
+        workers=2,
+        parquet_buffer_bytes=512,
+        log_format="quiet",
+    ).run()
     assert result.succeeded == 50
     table = pq.read_table(out)
-    assert sorted(zip(table.column("input_index").to_pylist(), table.column("value").to_pylist())) == [
-        (i, 2 * i) for i in range(50)
-    ]
+    assert sorted(
+        zip(table.column("input_index").to_pylist(), table.column("value").to_pylist(), strict=True)
+    ) == [(i, 2 * i) for i in range(50)]
 
 
 @pytest.mark.parametrize("ordered", [False, True])
@@ -88,8 +99,16 @@ def test_ordered_keeps_input_order(tmp_path: Path, ordered: bool) -> None:
     items[6] = {"kind": "raise", "value": 6}  # a quarantined item must not stall the order
     source = write_jsonl(tmp_path / "items.jsonl", items)
     out = tmp_path / "out.jsonl"
-    Job(WORK, source=source, sink=out, run_dir=tmp_path / "run", workers=2, batch_size=1,
-        ordered=ordered, log_format="quiet").run()
+    Job(
+        WORK,
+        source=source,
+        sink=out,
+        run_dir=tmp_path / "run",
+        workers=2,
+        batch_size=1,
+        ordered=ordered,
+        log_format="quiet",
+    ).run()
     order = [line["input_index"] for line in read_output(out)]
     assert sorted(order) == [i for i in range(12) if i != 6]
     if ordered:
@@ -101,17 +120,31 @@ def test_ordered_keeps_input_order(tmp_path: Path, ordered: bool) -> None:
 def test_iterable_source_and_callable_sink(tmp_path: Path) -> None:
     got: list[tuple[int, object]] = []
     items = ({"kind": "ok", "value": i} for i in range(25))
-    result = Job(WORK, source=items, sink=got.extend, run_dir=tmp_path / "run", workers=2,
-                 log_format="quiet").run()
+    result = Job(
+        WORK, source=items, sink=got.extend, run_dir=tmp_path / "run", workers=2, log_format="quiet"
+    ).run()
     assert result.exit_code == 0
     assert sorted(got) == [(i, {"value": 2 * i}) for i in range(25)]
 
 
 def test_max_bytes_splits_batches(tmp_path: Path) -> None:
-    source = write_jsonl(tmp_path / "items.jsonl", [{"kind": "ok", "value": i, "pad": "x" * 100} for i in range(20)])
-    result = Job(WORK, source=source, sink=tmp_path / "o.jsonl", run_dir=tmp_path / "run", workers=1,
-                 batch_size=10, max_bytes=400, log_format="quiet").run()
-    sizes = [len(a["input_indices"]) for a in json.loads((result.run_dir / "ingest_manifest.json").read_text())]
+    source = write_jsonl(
+        tmp_path / "items.jsonl", [{"kind": "ok", "value": i, "pad": "x" * 100} for i in range(20)]
+    )
+    result = Job(
+        WORK,
+        source=source,
+        sink=tmp_path / "o.jsonl",
+        run_dir=tmp_path / "run",
+        workers=1,
+        batch_size=10,
+        max_bytes=400,
+        log_format="quiet",
+    ).run()
+    sizes = [
+        len(a["input_indices"])
+        for a in json.loads((result.run_dir / "ingest_manifest.json").read_text())
+    ]
     assert max(sizes) <= 3 and sum(sizes) == 20
 
 
@@ -135,8 +168,13 @@ Job("tests.engine.workloads:work", source=items(), sink=sink, run_dir=sys.argv[1
 
 
 def test_max_wait_flushes_a_partial_batch_from_a_slow_source(tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_SOURCE, str(tmp_path / "run")],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_SOURCE, str(tmp_path / "run")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
     try:
         assert proc.stdout is not None and proc.stdin is not None
         # the first item is written while the source is still blocked on the second

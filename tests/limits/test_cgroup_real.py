@@ -7,10 +7,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from tests.helpers.children import allocator, go
 
 from oomguard.limits import CgroupLimiter, sweep_stale_groups
 from oomguard.memory.kernel_log import find_oom_kills, read_kernel_log
+from tests.helpers.children import allocator, go
 
 MiB = 1024**2
 

@@ -5,11 +5,11 @@ import os
 from pathlib import Path
 
 import pytest
-from tests.memory.test_cgroups import make_v2_tree
 
 from oomguard.errors import CgroupError, CgroupPermissionError
 from oomguard.limits.cgroup import CgroupV2Group, enable_memory_controller
 from oomguard.limits.notify import CgroupEventSource
+from tests.memory.test_cgroups import make_v2_tree
 
 EVENTS = "low 0\nhigh 3\nmax 12\noom {oom}\noom_kill {kill}\noom_group_kill 0\n"
 

@@ -3,9 +3,8 @@
 import subprocess
 import sys
 
-from tests.helpers.children import allocator, go
-
 from oomguard.limits import WatchdogLimiter
+from tests.helpers.children import allocator, go
 
 MiB = 1024**2
 

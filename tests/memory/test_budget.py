@@ -3,12 +3,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.memory.test_cgroups import make_v2_tree
-
 from oomguard.limits import CgroupLimiter
 from oomguard.memory.budget import effective_budget
 from oomguard.memory.cgroups import CgroupSetup
 from oomguard.memory.system import read_system_memory
+from tests.memory.test_cgroups import make_v2_tree
 
 MiB = 1024**2
 

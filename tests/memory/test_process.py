@@ -3,7 +3,6 @@ import subprocess
 import sys
 
 import psutil
-from tests.helpers.children import allocator, go
 
 from oomguard.memory.process import (
     EMPTY_TREE,
@@ -12,6 +11,7 @@ from oomguard.memory.process import (
     sum_memory,
     tree_processes,
 )
+from tests.helpers.children import allocator, go
 
 MiB = 1024**2
 

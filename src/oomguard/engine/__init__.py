@@ -4,4 +4,11 @@ from oomguard.engine.classify import Status, add_memory_pattern, mentions_out_of
 from oomguard.engine.config import JobConfig
 from oomguard.engine.job import Job, RunResult
 
-__all__ = ["Job", "JobConfig", "RunResult", "Status", "add_memory_pattern", "mentions_out_of_memory"]
+__all__ = [
+    "Job",
+    "JobConfig",
+    "RunResult",
+    "Status",
+    "add_memory_pattern",
+    "mentions_out_of_memory",
+]

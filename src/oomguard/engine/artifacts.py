@@ -65,8 +65,8 @@ def jsonl_to_json_array(source: Path, target: Path) -> None:
     with open(source, encoding="utf-8") as lines, open_private(tmp) as out:
         out.write("[")
         first = True
-        for line in lines:
-            line = line.strip()
+        for raw in lines:
+            line = raw.strip()
             if not line:
                 continue
             out.write("\n  " if first else ",\n  ")

@@ -63,7 +63,9 @@ class JobConfig:
         if not 0.0 < self.alone_fraction <= 1.0:
             raise ConfigError(f"invalid alone_fraction {self.alone_fraction!r}: expected (0, 1]")
         if self.limiter not in MODES:
-            raise ConfigError(f"invalid limiter {self.limiter!r}: expected one of {', '.join(MODES)}")
+            raise ConfigError(
+                f"invalid limiter {self.limiter!r}: expected one of {', '.join(MODES)}"
+            )
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(
                 f"invalid log_format {self.log_format!r}: expected one of {', '.join(LOG_FORMATS)}"

@@ -1,8 +1,8 @@
 """The public face of the engine: :class:`Job` and its :class:`RunResult`.
 
-    from oomguard import Job
-    result = Job("mypkg.ingest:process", source="items.jsonl", sink="out.jsonl",
-                 memory="6g", workers=8).run()
+from oomguard import Job
+result = Job("mypkg.ingest:process", source="items.jsonl", sink="out.jsonl",
+             memory="6g", workers=8).run()
 """
 
 from __future__ import annotations
@@ -69,7 +69,9 @@ def function_spec(function: str | Callable[..., Any]) -> str:
             raise ConfigError(f"function {function!r}: no module named {module!r}")
         return function
     if not callable(function):
-        raise ConfigError(f"invalid function {function!r}: expected a callable or 'module:function'")
+        raise ConfigError(
+            f"invalid function {function!r}: expected a callable or 'module:function'"
+        )
     module_name = getattr(function, "__module__", None)
     qualname = getattr(function, "__qualname__", "")
     if not module_name or "<" in qualname:
@@ -138,7 +140,14 @@ class Job:
         progress = make_progress(self.config.log_format)
         try:
             supervisor = Supervisor(
-                self.config, source, sink, limiter, self.run_dir, progress, self.function_spec, memory
+                self.config,
+                source,
+                sink,
+                limiter,
+                self.run_dir,
+                progress,
+                self.function_spec,
+                memory,
             )
             summary = supervisor.run()
         finally:

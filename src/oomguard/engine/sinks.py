@@ -70,7 +70,9 @@ class ParquetSink:
         try:
             import pyarrow  # noqa: F401
         except ImportError as err:
-            raise ConfigError(f"writing {path} needs pyarrow: pip install 'oomguard[parquet]'") from err
+            raise ConfigError(
+                f"writing {path} needs pyarrow: pip install 'oomguard[parquet]'"
+            ) from err
         self.path = path
         self.buffer_bytes = buffer_bytes
         self._rows: list[dict[str, Any]] = []
@@ -137,7 +139,9 @@ def open_sink(spec: Any, parquet_buffer_bytes: int = 8 * 1024 * 1024) -> Sink:
     if isinstance(spec, str | os.PathLike):
         path = Path(spec)
         if not path.parent.exists():
-            raise ConfigError(f"output {str(path)!r}: the directory {str(path.parent)!r} does not exist")
+            raise ConfigError(
+                f"output {str(path)!r}: the directory {str(path.parent)!r} does not exist"
+            )
         suffix = path.suffix.lower()
         if suffix in (".jsonl", ".ndjson"):
             return JsonlSink(path)

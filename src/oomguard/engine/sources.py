@@ -85,7 +85,7 @@ class CsvSource:
                         index,
                         None,
                         size,
-                        error=f"line {reader.line_num} of {self.path} has more fields than the header",
+                        error=f"line {reader.line_num} of {self.path}: more fields than the header",
                     )
                 else:
                     yield Item(index, row, size)
@@ -95,7 +95,7 @@ class CsvSource:
 
 
 class ParquetSource:
-    """One item per row (a dict), read one record batch at a time (pip install oomguard[parquet])."""
+    """One item per row (a dict), read a record batch at a time (needs oomguard[parquet])."""
 
     def __init__(self, path: Path, batch_rows: int = 4096) -> None:
         try:
@@ -166,9 +166,6 @@ class IterableSource:
             return None
 
 
-SUFFIXES = {".jsonl": JsonlSource, ".ndjson": JsonlSource, ".csv": CsvSource}
-
-
 def open_source(spec: Any) -> Source:
     """A source for a path (by its suffix, or a directory) or for any iterable."""
     if isinstance(spec, str | os.PathLike):
@@ -180,8 +177,10 @@ def open_source(spec: Any) -> Source:
         suffix = path.suffix.lower()
         if suffix in (".parquet", ".pq"):
             return ParquetSource(path)
-        if suffix in SUFFIXES:
-            return SUFFIXES[suffix](path)
+        if suffix in (".jsonl", ".ndjson"):
+            return JsonlSource(path)
+        if suffix == ".csv":
+            return CsvSource(path)
         raise ConfigError(
             f"input {str(path)!r}: cannot tell its format from the suffix {suffix!r}; expected "
             ".jsonl, .ndjson, .csv, .parquet or a directory"
@@ -189,5 +188,6 @@ def open_source(spec: Any) -> Source:
     if isinstance(spec, Iterable):
         return IterableSource(spec)
     raise ConfigError(
-        f"invalid source {spec!r}: expected a path (.jsonl, .csv, .parquet, a directory) or an iterable"
+        f"invalid source {spec!r}: expected a path (.jsonl, .csv, .parquet, a directory) "
+        "or an iterable"
     )

@@ -123,8 +123,8 @@ class SourceReader:
 @dataclass
 class Counters:
     succeeded: int = 0
-    quarantined: dict[str, int] = field(default_factory=lambda: collections.Counter())
-    attempts: dict[str, int] = field(default_factory=lambda: collections.Counter())
+    quarantined: collections.Counter[str] = field(default_factory=collections.Counter)
+    attempts: collections.Counter[str] = field(default_factory=collections.Counter)
     oom_kills: int = 0
     bystanders: int = 0
     retries: int = 0
@@ -284,14 +284,14 @@ class Supervisor:
         assert self.reader is not None
         watched: list[Any] = [self.limiter.events, self.reader]
         for handle in self.workers.values():
-            watched += [handle.conn, handle]
+            watched += [handle.conn, handle.pidfd]
         ready = wait(watched, timeout=self.next_timeout())
         self.handle_oom_events()
         for handle in list(self.workers.values()):
             if handle.conn in ready:
                 self.read_messages(handle)
         for handle in list(self.workers.values()):
-            if handle in ready:
+            if handle.pidfd in ready:
                 self.handle_death(handle)
         self.handle_timeouts()
         self.report_progress()
@@ -346,14 +346,20 @@ class Supervisor:
             if item is _END:
                 self.source_done = True
                 if self.reader.error is not None:
-                    raise OomguardError(f"reading {self.source.description} failed: {self.reader.error}")
+                    raise OomguardError(
+                        f"reading {self.source.description} failed: {self.reader.error}"
+                    )
                 break
             if item.error is not None:
                 self.quarantine_item(item, Status.ERROR, {"message": item.error}, batch=None)
                 continue
             if self.open_items and self.open_bytes + item.size > config.max_bytes:
                 batch = self.close_open_batch()
-                self.open_items, self.open_bytes, self.open_since = [item], item.size, time.monotonic()
+                self.open_items, self.open_bytes, self.open_since = (
+                    [item],
+                    item.size,
+                    time.monotonic(),
+                )
                 return batch
             if not self.open_items:
                 self.open_since = time.monotonic()
@@ -452,7 +458,11 @@ class Supervisor:
             self.record_attempt(handle, Status(status), peak, error=error)
             handle.reset_batch()
             handle.state = "idle"
-            self.apply(after_failure(batch, Status(status), died_alone=False, policy=self.policy), Status(status), error)
+            self.apply(
+                after_failure(batch, Status(status), died_alone=False, policy=self.policy),
+                Status(status),
+                error,
+            )
             return
         self.commit(handle.records)
         worst = Status.SUCCESS
@@ -461,7 +471,9 @@ class Supervisor:
             failure = Status(status)
             worst = failure if worst is Status.SUCCESS else worst
             single = single_item_batch(batch, item)
-            self.apply(after_failure(single, failure, died_alone=False, policy=self.policy), failure, error)
+            self.apply(
+                after_failure(single, failure, died_alone=False, policy=self.policy), failure, error
+            )
         self.record_attempt(handle, worst, peak, stats=stats)
         handle.batches_done += 1
         handle.reset_batch()
@@ -489,7 +501,9 @@ class Supervisor:
             self.commit(handle.records)
             if status is Status.OOM_KILLED:
                 self.counters.oom_kills += 1
-            self.recover(handle, batch, status, evidence, died_alone=died_alone, bystander=bystander)
+            self.recover(
+                handle, batch, status, evidence, died_alone=died_alone, bystander=bystander
+            )
         elif status is Status.OOM_KILLED:
             self.counters.oom_kills += 1
         if handle.state == "starting" and handle.batch is None and status is Status.WORKER_CRASH:
@@ -568,14 +582,23 @@ class Supervisor:
                 self.apply(retry_uncounted(retry), status, evidence)
             return
         if self.config.batched:
-            self.apply(after_failure(batch, status, died_alone=died_alone, policy=self.policy), status, evidence)
+            self.apply(
+                after_failure(batch, status, died_alone=died_alone, policy=self.policy),
+                status,
+                evidence,
+            )
             return
         # per-item: the first unreported item was running; those after it never started
         pinned, rest = pin_item(batch, handle.reported)
         for index, failure, error in handle.item_failures:
             item = next(i for i in batch.items if i.index == index)
             self.apply(
-                after_failure(single_item_batch(batch, item), Status(failure), died_alone=False, policy=self.policy),
+                after_failure(
+                    single_item_batch(batch, item),
+                    Status(failure),
+                    died_alone=False,
+                    policy=self.policy,
+                ),
                 Status(failure),
                 error,
             )
@@ -583,7 +606,11 @@ class Supervisor:
             self.apply(retry_uncounted(batch.only(rest)), status, evidence)
         if pinned is not None:
             single = single_item_batch(batch, pinned)
-            self.apply(after_failure(single, status, died_alone=died_alone, policy=self.policy), status, evidence)
+            self.apply(
+                after_failure(single, status, died_alone=died_alone, policy=self.policy),
+                status,
+                evidence,
+            )
 
     def apply(self, decision: Decision, status: Status, evidence: dict[str, Any]) -> None:
         for batch in reversed(decision.retry):
@@ -606,13 +633,22 @@ class Supervisor:
             if handle is not None:
                 handle.oom_event = True
             self.events.append(
-                {"time": event.time, "event": "oom_kill", "group": event.group, "source": event.source}
+                {
+                    "time": event.time,
+                    "event": "oom_kill",
+                    "group": event.group,
+                    "source": event.source,
+                }
             )
 
     def handle_timeouts(self) -> None:
         now = time.monotonic()
         for handle in list(self.workers.values()):
-            if handle.deadline is not None and now >= handle.deadline and handle.kill_reason is None:
+            if (
+                handle.deadline is not None
+                and now >= handle.deadline
+                and handle.kill_reason is None
+            ):
                 handle.kill_reason = "timeout"
                 handle.proc.kill()
 
@@ -629,7 +665,9 @@ class Supervisor:
         self, item: Item, status: Status, evidence: dict[str, Any], batch: Batch | None
     ) -> None:
         assert self.quarantine is not None
-        self.quarantine.write({"input_index": item.index, "status": str(status), "evidence": evidence})
+        self.quarantine.write(
+            {"input_index": item.index, "status": str(status), "evidence": evidence}
+        )
         self.counters.quarantined[str(status)] += 1
         if isinstance(self.writer, OrderedWriter):
             self.writer.skip(item.index)
@@ -666,10 +704,13 @@ class Supervisor:
         }
         if status is not Status.SUCCESS:
             entry["error_class"] = str(status)
-            entry["error_message"] = detail.get("message") or detail.get("type") or _death_text(detail)
+            entry["error_message"] = (
+                detail.get("message") or detail.get("type") or _death_text(detail)
+            )
         if handle.item_failures:
             entry["items_failed"] = [
-                {"input_index": index, "status": failure} for index, failure, _ in handle.item_failures
+                {"input_index": index, "status": failure}
+                for index, failure, _ in handle.item_failures
             ]
         if bystander:
             entry["bystander"] = True
@@ -797,4 +838,3 @@ def _death_text(evidence: dict[str, Any]) -> str:
 
 def _empty_snapshot(memory: int) -> Snapshot:
     return Snapshot(0, None, 0, 0, 0, 0, 0, memory, 0.0)
-

@@ -40,7 +40,7 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 def resolve_function(spec: str) -> Callable[..., Any]:
     """``package.module:qualname``, or ``file:/path/script.py:qualname`` for a script's own."""
     if spec.startswith("file:"):
-        path, _, qualname = spec[len("file:"):].rpartition(":")
+        path, _, qualname = spec[len("file:") :].rpartition(":")
         module_spec = importlib.util.spec_from_file_location("__oomguard_main__", path)
         if module_spec is None or module_spec.loader is None:
             raise ImportError(f"cannot load {path}")
@@ -86,8 +86,11 @@ class WorkerLoop:
             try:
                 line = json.dumps({"input_index": index, "result": value}, ensure_ascii=False)
             except (TypeError, ValueError) as exc:
-                status, error = Status.ERROR, error_payload(
-                    TypeError(f"result of item {index} is not JSON-serializable: {exc}")
+                status, error = (
+                    Status.ERROR,
+                    error_payload(
+                        TypeError(f"result of item {index} is not JSON-serializable: {exc}")
+                    ),
                 )
             value = None  # the line carries it
         try:
@@ -112,7 +115,9 @@ class WorkerLoop:
             results = self.function([value for _, value in items])
             results = list(results)
         except Exception as exc:
-            self.conn.send(("batch_error", batch_id, str(classify_exception(exc)), error_payload(exc)))
+            self.conn.send(
+                ("batch_error", batch_id, str(classify_exception(exc)), error_payload(exc))
+            )
             return
         if len(results) != len(items):
             problem = ValueError(
