@@ -3,34 +3,78 @@
 The public API is what ``__all__`` lists; everything else may change.
 """
 
+from typing import TYPE_CHECKING
+
+from oomguard._lazy import lazy_exports
+
 __version__ = "0.1.0"
+_EXPORTS = {
+    "CgroupError": "oomguard.errors",
+    "CgroupPermissionError": "oomguard.errors",
+    "ConfigError": "oomguard.errors",
+    "EffectiveBudget": "oomguard.memory",
+    "Job": "oomguard.engine.job",
+    "JobConfig": "oomguard.engine.config",
+    "RunResult": "oomguard.engine.job",
+    "Status": "oomguard.engine.classify",
+    "Limiter": "oomguard.limits",
+    "LimiterUnavailable": "oomguard.errors",
+    "MemoryGroup": "oomguard.limits",
+    "OomEvent": "oomguard.limits",
+    "OomguardError": "oomguard.errors",
+    "SizeError": "oomguard.errors",
+    "effective_budget": "oomguard.memory",
+    "format_size": "oomguard.sizes",
+    "open_limiter": "oomguard.limits",
+    "parse_size": "oomguard.sizes",
+}
 
-from oomguard.errors import (
-    CgroupError,
-    CgroupPermissionError,
-    ConfigError,
-    LimiterUnavailable,
-    OomguardError,
-    SizeError,
-)
-from oomguard.limits import Limiter, MemoryGroup, OomEvent, open_limiter
-from oomguard.memory import EffectiveBudget, effective_budget
-from oomguard.sizes import format_size, parse_size
-
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = [
     "CgroupError",
     "CgroupPermissionError",
     "ConfigError",
     "EffectiveBudget",
+    "Job",
+    "JobConfig",
     "Limiter",
     "LimiterUnavailable",
     "MemoryGroup",
     "OomEvent",
     "OomguardError",
+    "RunResult",
     "SizeError",
+    "Status",
     "__version__",
     "effective_budget",
     "format_size",
     "open_limiter",
     "parse_size",
 ]
+
+if TYPE_CHECKING:
+    from oomguard.engine.classify import Status
+    from oomguard.engine.config import JobConfig
+    from oomguard.engine.job import Job, RunResult
+    from oomguard.errors import (
+        CgroupError,
+        CgroupPermissionError,
+        ConfigError,
+        LimiterUnavailable,
+        OomguardError,
+        SizeError,
+    )
+    from oomguard.limits import (
+        Limiter,
+        MemoryGroup,
+        OomEvent,
+        open_limiter,
+    )
+    from oomguard.memory import (
+        EffectiveBudget,
+        effective_budget,
+    )
+    from oomguard.sizes import (
+        format_size,
+        parse_size,
+    )

@@ -148,6 +148,18 @@ def test_user_exception_keeps_its_traceback(run_job) -> None:
     assert "workloads.py" in evidence["traceback"] and "raise ValueError" in evidence["traceback"]
 
 
+def test_workers_run_in_their_own_cgroup_first_in_line_for_the_oom_killer(
+    cgroup_limiter: CgroupLimiter, run_job
+) -> None:
+    result, lines = run_job([{"kind": "whoami"}] * 4, batch_size=1)
+    assert len(lines) == 4
+    for line in lines:
+        assert line["result"]["oom_score_adj"] == 1000
+        memory_line = next(row for row in line["result"]["cgroup"].splitlines() if ":memory:" in row or row.startswith("0::"))
+        # .../oomguard-<pid>-<token>-job/w<slot>-<generation>
+        assert "oomguard-" in memory_line and "-job/w" in memory_line
+
+
 def test_watchdog_mode_quarantines_the_poison_too(run_job) -> None:
     items = [{"kind": "grow", "mb": 10} for _ in range(12)]
     items[6] = {"kind": "grow", "mb": 3000}

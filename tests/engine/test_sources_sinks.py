@@ -66,6 +66,10 @@ def test_parquet_sink_buffer_is_bounded(tmp_path: Path) -> None:
     )
     for start in range(0, 1000, 10):
         sink.write([Record(index, {"text": "x" * 50}, None) for index in range(start, start + 10)])
+    prepared = sink.prepare(final=True)
+    assert prepared is not None and sorted(prepared.indices) == list(range(1000))
+    assert list((tmp_path / "out.parquet").glob("part-*")) == [], "nothing visible before commit"
+    sink.commit(prepared)
     sink.close()
     assert sink.max_buffered <= 4096 + row_size
     assert sink.row_groups > 10

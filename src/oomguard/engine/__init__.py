@@ -1,9 +1,19 @@
 """The batch engine: sources, batching, supervised workers, recovery, sinks, artifacts."""
 
-from oomguard.engine.classify import Status, add_memory_pattern, mentions_out_of_memory
-from oomguard.engine.config import JobConfig
-from oomguard.engine.job import Job, RunResult
+from typing import TYPE_CHECKING
 
+from oomguard._lazy import lazy_exports
+
+_EXPORTS = {
+    "Job": "oomguard.engine.job",
+    "JobConfig": "oomguard.engine.config",
+    "RunResult": "oomguard.engine.job",
+    "Status": "oomguard.engine.classify",
+    "add_memory_pattern": "oomguard.engine.classify",
+    "mentions_out_of_memory": "oomguard.engine.classify",
+}
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = [
     "Job",
     "JobConfig",
@@ -12,3 +22,17 @@ __all__ = [
     "add_memory_pattern",
     "mentions_out_of_memory",
 ]
+
+if TYPE_CHECKING:
+    from oomguard.engine.classify import (
+        Status,
+        add_memory_pattern,
+        mentions_out_of_memory,
+    )
+    from oomguard.engine.config import (
+        JobConfig,
+    )
+    from oomguard.engine.job import (
+        Job,
+        RunResult,
+    )

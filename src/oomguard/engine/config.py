@@ -39,6 +39,7 @@ class JobConfig:
     limiter: str = "auto"  # auto | cgroup | watchdog
     log_format: str = "auto"  # auto | rich | plain | json | quiet
     parquet_buffer_bytes: int = 8 * 1024 * 1024  # the Parquet sink's buffer bound
+    commit_interval: float = 0.25  # seconds between journal checkpoints (grouped commits)
 
     def validate(self) -> None:
         def positive(name: str, value: float | None, allow_none: bool = False) -> None:

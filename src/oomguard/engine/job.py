@@ -10,18 +10,22 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from oomguard.engine.artifacts import make_run_dir
+from oomguard.engine.artifacts import make_run_dir, open_private
 from oomguard.engine.config import DEFAULT_MEMORY_FRACTION, JobConfig
 from oomguard.engine.progress import make_progress
 from oomguard.engine.sinks import open_sink
 from oomguard.engine.sources import open_source
 from oomguard.engine.supervisor import Supervisor
 from oomguard.errors import ConfigError
-from oomguard.limits.cgroup import sweep_stale_groups
+from oomguard.journal.fingerprint import describe_change, fingerprint, path_of
+from oomguard.journal.lock import RunLock
+from oomguard.journal.ranges import RangeSet
+from oomguard.journal.store import JOURNAL_NAME, Journal
+from oomguard.limits.cgroup import CgroupLimiter, sweep_stale_groups
 from oomguard.limits.select_limiter import open_limiter
 from oomguard.memory.budget import effective_budget
 from oomguard.sizes import format_size, parse_size
@@ -127,32 +131,134 @@ class Job:
             )
         return memory
 
-    def run(self) -> RunResult:
-        """Run to the end. Configuration errors raise :class:`ConfigError` before any work."""
+    def run(self, *, force: bool = False, only: RangeSet | None = None) -> RunResult:
+        """Run to the end, or resume: a run directory with a journal carries on where it stopped.
+
+        Configuration errors raise :class:`ConfigError` before any work. ``force`` resumes
+        over a source that changed since the journal was started; ``only`` limits the run
+        to those input indices (``retry_quarantined``).
+        """
         memory = self.resolve_memory()
         source = open_source(self.source_spec)
         make_run_dir(self.run_dir)
-        sink_spec = self.sink_spec if self.sink_spec is not None else self.run_dir / "results.jsonl"
-        sink = open_sink(sink_spec, self.config.parquet_buffer_bytes)
-        limiter = open_limiter(self.config.limiter)  # type: ignore[arg-type]
-        if hasattr(limiter, "base"):
-            sweep_stale_groups(limiter.base)
-        progress = make_progress(self.config.log_format)
+        lock = RunLock(self.run_dir)
+        lock.acquire()
+        journal = Journal.open(self.run_dir)
         try:
-            supervisor = Supervisor(
-                self.config,
-                source,
-                sink,
-                limiter,
-                self.run_dir,
-                progress,
-                self.function_spec,
-                memory,
+            done = self.check_journal(journal, force)
+            sink_spec = (
+                self.sink_spec if self.sink_spec is not None else self.run_dir / "results.jsonl"
             )
-            summary = supervisor.run()
+            sink = open_sink(sink_spec, self.config.parquet_buffer_bytes)
+            sink.recover(journal.tokens())
+            rewrite_quarantine_file(journal, self.run_dir)
+            limiter = open_limiter(self.config.limiter)  # type: ignore[arg-type]
+            if isinstance(limiter, CgroupLimiter):
+                sweep_stale_groups(limiter.base)
+            progress = make_progress(self.config.log_format)
+            try:
+                supervisor = Supervisor(
+                    self.config,
+                    source,
+                    sink,
+                    limiter,
+                    self.run_dir,
+                    progress,
+                    self.function_spec,
+                    memory,
+                    journal,
+                    done=done,
+                    only=only,
+                )
+                summary = supervisor.run()
+            finally:
+                limiter.close()
         finally:
-            limiter.close()
+            journal.close()
+            lock.release()
         return load_result(self.run_dir, summary)
+
+    def check_journal(self, journal: Journal, force: bool) -> RangeSet:
+        """A new journal records the job; an old one must be of this job and this input."""
+        source_path = path_of(self.source_spec)
+        current = fingerprint(source_path) if source_path is not None else None
+        if journal.is_new or journal.get_meta("function") is None:
+            journal.set_meta("function", self.function_spec)
+            journal.set_meta("source", str(source_path) if source_path else None)
+            journal.set_meta("sink", str(self.sink_spec) if path_of(self.sink_spec) else None)
+            journal.set_meta("memory", self.memory_spec)
+            journal.set_meta("config", asdict(self.config))
+            journal.set_meta("fingerprint", current)
+            journal.set_meta("created", time.time())
+            return RangeSet()
+        recorded = journal.get_meta("function")
+        if recorded != self.function_spec:
+            raise ConfigError(
+                f"run directory {str(self.run_dir)!r} belongs to a run of {recorded!r}, not "
+                f"{self.function_spec!r}; use another --run-dir"
+            )
+        old = journal.get_meta("fingerprint")
+        if old is not None and current is not None:
+            change = describe_change(old, current)
+            if change is not None and not force:
+                raise ConfigError(
+                    f"the input {str(source_path)!r} changed since this run started ({change}); "
+                    "resuming would mix two inputs. Use --force to resume anyway"
+                )
+            if change is not None:
+                journal.set_meta("fingerprint", current)
+        return journal.done_set()
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path, **overrides: Any) -> Job:
+        """The job recorded in a run directory's journal (for resume and retry)."""
+        run_dir = Path(run_dir)
+        if not Journal.exists(run_dir):
+            raise ConfigError(f"{str(run_dir)!r} is not an oomguard run directory (no journal)")
+        journal = Journal(run_dir / JOURNAL_NAME, read_only=True)
+        try:
+            function = journal.get_meta("function")
+            source = journal.get_meta("source")
+            sink = journal.get_meta("sink")
+            memory = journal.get_meta("memory")
+            config = dict(journal.get_meta("config") or {})
+        finally:
+            journal.close()
+        if source is None:
+            raise ConfigError(
+                f"the run in {str(run_dir)!r} read a Python iterable: resume it from Python with "
+                "Job(..., run_dir=...).run()"
+            )
+        config.pop("function", None)
+        memory = overrides.pop("memory", None) or memory
+        config.update(overrides)
+        return cls(function, source=source, sink=sink, run_dir=run_dir, memory=memory, **config)
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, *, force: bool = False, **overrides: Any) -> RunResult:
+        return cls.from_run_dir(run_dir, **overrides).run(force=force)
+
+    @classmethod
+    def retry_quarantined(cls, run_dir: str | Path, **overrides: Any) -> RunResult:
+        """Run the quarantined items again, on purpose (with more memory, say)."""
+        job = cls.from_run_dir(run_dir, **overrides)
+        journal = Journal.open(Path(run_dir))
+        try:
+            indices = [entry["input_index"] for entry in journal.quarantined()]
+            journal.remove_quarantined(indices)
+        finally:
+            journal.close()
+        only = RangeSet()
+        for index in indices:
+            only.add(index)
+        return job.run(only=only)
+
+
+def rewrite_quarantine_file(journal: Journal, run_dir: Path) -> None:
+    """quarantine.jsonl as the journal has it (lines a crash left unjournaled vanish)."""
+    with open_private(run_dir / "quarantine.jsonl") as out:
+        for entry in journal.quarantined():
+            out.write(json.dumps(entry, default=str) + "\n")
 
 
 def default_run_dir() -> Path:

@@ -36,14 +36,15 @@ class Snapshot:
 class Progress(Protocol):
     def update(self, snapshot: Snapshot) -> None: ...
 
-    def close(self, snapshot: Snapshot) -> None: ...
+    def close(self, snapshot: Snapshot, *, finished: bool = True) -> None:
+        """Stop; print a final report only if the run ``finished``."""
 
 
 class QuietProgress:
     def update(self, snapshot: Snapshot) -> None:
         pass
 
-    def close(self, snapshot: Snapshot) -> None:
+    def close(self, snapshot: Snapshot, *, finished: bool = True) -> None:
         pass
 
 
@@ -77,8 +78,9 @@ class LineProgress:
             self._last = now
             self._emit(snapshot, "progress")
 
-    def close(self, snapshot: Snapshot) -> None:
-        self._emit(snapshot, "finished")
+    def close(self, snapshot: Snapshot, *, finished: bool = True) -> None:
+        if finished:
+            self._emit(snapshot, "finished")
 
 
 class RichProgress:
@@ -126,9 +128,10 @@ class RichProgress:
             detail=detail,
         )
 
-    def close(self, snapshot: Snapshot) -> None:
-        self._last = 0.0
-        self.update(snapshot)
+    def close(self, snapshot: Snapshot, *, finished: bool = True) -> None:
+        if finished:
+            self._last = 0.0
+            self.update(snapshot)
         self._bar.stop()
 
 

@@ -1,9 +1,20 @@
-"""Where results go: a JSONL file, a Parquet file, or a callable (a database, anything).
+"""Where results go, exactly once: JSONL, Parquet, a two-phase sink of your own, a callable.
 
-A sink receives results a batch at a time as :class:`Record` s. The JSONL sink writes the
-line the worker already encoded (``{"input_index": i, "result": r}``), so the supervisor
-does no per-item encoding; the Parquet sink buffers rows up to a byte bound and then
-writes a row group (seeds/003: a writer buffer that cannot explode).
+Every sink speaks the same two-phase protocol with the journal:
+
+1. ``write(records)`` stages results (a batch at a time);
+2. ``prepare(final)`` makes what is staged durable but not yet trusted, and returns a
+   :class:`Prepared` (its indices and a token: the sink's durable position);
+3. the journal commits those indices with the token, in one transaction;
+4. ``commit(prepared)`` makes them final;
+5. on resume, ``recover(tokens)`` undoes whatever was prepared but never committed.
+
+So a result is in the sink if and only if the journal says it is committed, whoever dies
+in between. JSONL appends, flushes and fsyncs, and records the end offset; resume
+truncates to the last committed offset. Parquet writes part files under hidden temporary
+names and renames them on commit; resume removes uncommitted parts. A plain callable gets
+each batch once it ends — at least once across a supervisor crash; implement
+:class:`TwoPhaseSink` (``prepare``/``commit``/``recover`` keyed by batch id) for exactly once.
 """
 
 from __future__ import annotations
@@ -12,11 +23,11 @@ import json
 import os
 import pickle
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-from oomguard.errors import ConfigError
+from oomguard.errors import ConfigError, OomguardError
 
 
 @dataclass(frozen=True)
@@ -26,12 +37,57 @@ class Record:
     line: str | None  # the JSONL line, when the worker encoded one
 
 
+@dataclass
+class Prepared:
+    indices: list[int]
+    token: str | None
+    parts: list[str] = field(default_factory=list)
+
+
+class SinkError(OomguardError):
+    """The sink could not take results (disk full, permissions): the run stops, resumable."""
+
+
 class Sink(Protocol):
     wants_json: bool  # ask workers to encode each result as a JSONL line
 
     def write(self, records: list[Record]) -> None: ...
 
+    def prepare(self, final: bool) -> Prepared | None: ...
+
+    def commit(self, prepared: Prepared) -> None: ...
+
+    def recover(self, tokens: list[str]) -> None: ...
+
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class TwoPhaseSink(Protocol):
+    """Implement this for exactly-once output to a store of your own (see examples/).
+
+    ``prepare(batch_id, records)`` stores the records as pending under ``batch_id``;
+    ``commit(batch_id)`` makes them visible; ``recover(committed)`` is called on resume with
+    every batch id the journal committed: commit those (idempotently) and drop all other
+    pending ones. Every call must be idempotent by batch id.
+    """
+
+    def prepare(self, batch_id: int, records: list[tuple[int, Any]]) -> None: ...
+
+    def commit(self, batch_id: int) -> None: ...
+
+    def recover(self, committed: set[int]) -> None: ...
+
+
+def _fail(action: str, path: Path, err: OSError) -> SinkError:
+    return SinkError(
+        f"cannot {action} {path}: {err.strerror or err}; nothing committed is lost, "
+        "fix it and resume the run"
+    )
+
+
+def encode_line(index: int, value: Any) -> str:
+    return json.dumps({"input_index": index, "result": value}, ensure_ascii=False)
 
 
 class JsonlSink:
@@ -39,29 +95,57 @@ class JsonlSink:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        except OSError as err:
+            raise _fail("open", path, err) from err
         self._file = os.fdopen(fd, "a", encoding="utf-8", buffering=1 << 16)
+        self._staged: list[int] = []
 
     def write(self, records: list[Record]) -> None:
-        self._file.writelines(
-            (r.line if r.line is not None else encode_line(r.index, r.value)) + "\n"
-            for r in records
-        )
+        try:
+            self._file.writelines(
+                (r.line if r.line is not None else encode_line(r.index, r.value)) + "\n"
+                for r in records
+            )
+        except OSError as err:
+            raise _fail("write to", self.path, err) from err
+        self._staged.extend(r.index for r in records)
+
+    def prepare(self, final: bool) -> Prepared | None:
+        if not self._staged:
+            return None
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as err:
+            raise _fail("write to", self.path, err) from err
+        prepared = Prepared(self._staged, str(os.fstat(self._file.fileno()).st_size))
+        self._staged = []
+        return prepared
+
+    def commit(self, prepared: Prepared) -> None:
+        pass  # appended lines are final once the journal holds their offset
+
+    def recover(self, tokens: list[str]) -> None:
+        """Cut off whatever was written after the last committed offset."""
+        committed = max((int(t) for t in tokens), default=0)
         self._file.flush()
+        if os.fstat(self._file.fileno()).st_size > committed:
+            os.truncate(self.path, committed)
 
     def close(self) -> None:
-        self._file.close()
-
-
-def encode_line(index: int, value: Any) -> str:
-    return json.dumps({"input_index": index, "result": value}, ensure_ascii=False)
+        try:
+            self._file.close()
+        except OSError as err:
+            raise _fail("close", self.path, err) from err
 
 
 class ParquetSink:
-    """Rows ``input_index`` + the result's keys (a dict result) or ``result``.
+    """A directory of part files; rows ``input_index`` + the result's keys (or ``result``).
 
-    At most ``buffer_bytes`` of rows (as estimated from their pickled size) are held before
-    a row group is written.
+    At most ``buffer_bytes`` of rows (estimated by their pickled size) are held before they
+    are written as a part (seeds/003: a writer buffer that cannot explode).
     """
 
     wants_json = False
@@ -75,15 +159,23 @@ class ParquetSink:
             ) from err
         self.path = path
         self.buffer_bytes = buffer_bytes
+        path.mkdir(mode=0o700, exist_ok=True)
         self._rows: list[dict[str, Any]] = []
         self._buffered = 0
-        self.max_buffered = 0  # the largest the buffer ever was, in bytes (for tests/summary)
+        self.max_buffered = 0  # the largest the buffer ever was, in bytes
         self.row_groups = 0
-        self._writer: Any = None
+        self._pending: list[tuple[str, list[int]]] = []  # (part name, indices) written as .tmp
+        self._next_part = self._first_free_part()
+
+    def _first_free_part(self) -> int:
+        names = [
+            p.name.lstrip(".").removesuffix(".tmp") for p in self.path.glob("*part-*.parquet*")
+        ]
+        return 1 + max((int(n[5:-8]) for n in names), default=-1)
 
     def write(self, records: list[Record]) -> None:
         for record in records:
-            row = {"input_index": record.index}
+            row: dict[str, Any] = {"input_index": record.index}
             if isinstance(record.value, dict):
                 row.update(record.value)
             else:
@@ -92,42 +184,139 @@ class ParquetSink:
             self._buffered += len(pickle.dumps(row, protocol=pickle.HIGHEST_PROTOCOL))
             self.max_buffered = max(self.max_buffered, self._buffered)
             if self._buffered >= self.buffer_bytes:
-                self._flush()
+                self._write_part()
 
-    def _flush(self) -> None:
+    def _tmp(self, name: str) -> Path:
+        return self.path / f".{name}.tmp"  # hidden: readers of the directory skip it
+
+    def _write_part(self) -> None:
         if not self._rows:
             return
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        name = f"part-{self._next_part:06d}.parquet"
+        self._next_part += 1
         table = pa.Table.from_pylist(self._rows)
-        if self._writer is None:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            os.close(fd)
-            self._writer = pq.ParquetWriter(self.path, table.schema)
-        else:
-            table = table.cast(self._writer.schema)
-        self._writer.write_table(table)
+        tmp = self._tmp(name)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                pq.write_table(table, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as err:
+            raise _fail("write", tmp, err) from err
+        self._pending.append((name, [row["input_index"] for row in self._rows]))
         self.row_groups += 1
         self._rows = []
         self._buffered = 0
 
+    def prepare(self, final: bool) -> Prepared | None:
+        if final:
+            self._write_part()
+        if not self._pending:
+            return None
+        parts = [name for name, _ in self._pending]
+        indices = [i for _, part in self._pending for i in part]
+        self._pending = []
+        return Prepared(indices, json.dumps(parts), parts)
+
+    def commit(self, prepared: Prepared) -> None:
+        for name in prepared.parts:
+            os.replace(self._tmp(name), self.path / name)
+        _fsync_dir(self.path)
+
+    def recover(self, tokens: list[str]) -> None:
+        committed = {name for token in tokens for name in json.loads(token)}
+        for tmp in self.path.glob(".part-*.parquet.tmp"):
+            name = tmp.name[1:-4]
+            if name in committed:
+                os.replace(tmp, self.path / name)  # committed, renamed before the crash? now
+            else:
+                tmp.unlink()
+        for part in self.path.glob("part-*.parquet"):
+            if part.name not in committed:
+                part.unlink()
+        _fsync_dir(self.path)
+        self._next_part = self._first_free_part()
+
     def close(self) -> None:
-        self._flush()
-        if self._writer is not None:
-            self._writer.close()
+        pass
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class TwoPhaseAdapter:
+    """Drives a user's :class:`TwoPhaseSink`: one prepare/commit per checkpoint group."""
+
+    wants_json = False
+
+    def __init__(self, target: TwoPhaseSink) -> None:
+        self.target = target
+        self._staged: list[Record] = []
+        self._next_id: int | None = None
+
+    def write(self, records: list[Record]) -> None:
+        self._staged.extend(records)
+
+    def prepare(self, final: bool) -> Prepared | None:
+        if not self._staged:
+            return None
+        assert self._next_id is not None, "recover() runs before the first prepare()"
+        group = self._next_id
+        self._next_id += 1
+        self.target.prepare(group, [(r.index, r.value) for r in self._staged])
+        prepared = Prepared([r.index for r in self._staged], str(group))
+        self._staged = []
+        return prepared
+
+    def commit(self, prepared: Prepared) -> None:
+        assert prepared.token is not None
+        self.target.commit(int(prepared.token))
+
+    def recover(self, tokens: list[str]) -> None:
+        committed = {int(t) for t in tokens}
+        self.target.recover(committed)
+        self._next_id = max(committed, default=0) + 1
+
+    def close(self) -> None:
+        close = getattr(self.target, "close", None)
+        if callable(close):
+            close()
 
 
 class CallableSink:
-    """Calls ``function([(input_index, result), ...])`` once per finished batch."""
+    """Calls ``function([(input_index, result), ...])`` once per finished batch (at least once)."""
 
     wants_json = False
 
     def __init__(self, function: Callable[[list[tuple[int, Any]]], object]) -> None:
         self.function = function
+        self._staged: list[int] = []
 
     def write(self, records: list[Record]) -> None:
         self.function([(r.index, r.value) for r in records])
+        self._staged.extend(r.index for r in records)
+
+    def prepare(self, final: bool) -> Prepared | None:
+        if not self._staged:
+            return None
+        prepared = Prepared(self._staged, None)
+        self._staged = []
+        return prepared
+
+    def commit(self, prepared: Prepared) -> None:
+        pass
+
+    def recover(self, tokens: list[str]) -> None:
+        pass
 
     def close(self) -> None:
         close = getattr(self.function, "close", None)
@@ -148,6 +337,10 @@ def open_sink(spec: Any, parquet_buffer_bytes: int = 8 * 1024 * 1024) -> Sink:
         if suffix in (".parquet", ".pq"):
             return ParquetSink(path, parquet_buffer_bytes)
         raise ConfigError(f"output {str(path)!r}: expected a .jsonl or .parquet file name")
+    if isinstance(spec, TwoPhaseSink):
+        return TwoPhaseAdapter(spec)
     if callable(spec):
         return CallableSink(spec)
-    raise ConfigError(f"invalid sink {spec!r}: expected a .jsonl or .parquet path, or a callable")
+    raise ConfigError(
+        f"invalid sink {spec!r}: expected a .jsonl or .parquet path, a two-phase sink or a callable"
+    )

@@ -22,23 +22,19 @@ ends.
 from __future__ import annotations
 
 import collections
+import json
 import os
 import queue
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
-from oomguard.engine.artifacts import (
-    JsonLines,
-    MemoryLog,
-    jsonl_to_json_array,
-    write_dmesg_excerpt,
-    write_json,
-)
+from oomguard.engine.artifacts import MemoryLog, open_private, write_dmesg_excerpt, write_json
 from oomguard.engine.classify import Status
 from oomguard.engine.config import JobConfig
 from oomguard.engine.items import Batch, Item
@@ -53,9 +49,11 @@ from oomguard.engine.recovery import (
     retry_uncounted,
     single_item_batch,
 )
-from oomguard.engine.sinks import Record, Sink
+from oomguard.engine.sinks import Record, Sink, SinkError
 from oomguard.engine.sources import Source
 from oomguard.errors import ConfigError, OomguardError
+from oomguard.journal.ranges import RangeSet
+from oomguard.journal.store import Checkpoint, Journal
 from oomguard.limits.base import Limiter, MemoryGroup, OomEvent
 from oomguard.limits.process import protect_supervisor
 from oomguard.memory.kernel_log import find_oom_kills, read_kernel_log
@@ -67,9 +65,10 @@ _END = object()  # the reader's "source exhausted" mark
 class SourceReader:
     """Pulls items from the source in a thread into a bounded queue (the only buffer)."""
 
-    def __init__(self, source: Source, capacity: int) -> None:
+    def __init__(self, source: Source, capacity: int, wanted: Callable[[int], bool]) -> None:
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=capacity)
         self._source = source
+        self._wanted = wanted
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.waiting = threading.Event()  # the supervisor wants to hear of the next item
         self.error: BaseException | None = None
@@ -100,6 +99,8 @@ class SourceReader:
     def _run(self) -> None:
         try:
             for item in self._source:
+                if not self._wanted(item.index):
+                    continue  # done in an earlier session (resume), or not asked for
                 if not self._put(item):
                     return
         except BaseException as err:  # reported to the supervisor, which stops the run
@@ -140,10 +141,17 @@ class Counters:
 class OrderedWriter:
     """Holds results until every earlier input index is done (``ordered=True``)."""
 
-    def __init__(self, sink: Sink) -> None:
+    def __init__(self, sink: Sink, done: RangeSet) -> None:
         self.sink = sink
         self.next_index = 0
         self._held: dict[int, Record | None] = {}
+        self._done = done.ranges()  # indices done in earlier sessions never come again
+        self._skip_done()
+
+    def _skip_done(self) -> None:
+        while self._done and self._done[0][0] <= self.next_index:
+            _, stop = self._done.pop(0)
+            self.next_index = max(self.next_index, stop)
 
     def write(self, records: list[Record]) -> None:
         for record in records:
@@ -161,6 +169,7 @@ class OrderedWriter:
             if record is not None:
                 ready.append(record)
             self.next_index += 1
+            self._skip_done()
         if ready:
             self.sink.write(ready)
 
@@ -180,8 +189,14 @@ class Supervisor:
         progress: Progress,
         function_spec: str,
         memory: int,
+        journal: Journal,
+        done: RangeSet | None = None,
+        only: RangeSet | None = None,
     ) -> None:
         self.config = config
+        self.journal = journal
+        self.done = done if done is not None else RangeSet()
+        self.only = only
         self.source = source
         self.sink = sink
         self.limiter = limiter
@@ -196,7 +211,9 @@ class Supervisor:
             "encode_json": sink.wants_json,
             "sys_path": [os.getcwd(), *sys.path],
         }
-        self.writer: Sink | OrderedWriter = OrderedWriter(sink) if config.ordered else sink
+        self.writer: Sink | OrderedWriter = (
+            OrderedWriter(sink, self.done) if config.ordered else sink
+        )
         self.pending: collections.deque[Batch] = collections.deque()
         self.alone: collections.deque[Batch] = collections.deque()
         self.open_items: list[Item] = []
@@ -212,10 +229,16 @@ class Supervisor:
         self.job: MemoryGroup | None = None
         self.monitor: Monitor | None = None
         self.reader: SourceReader | None = None
-        self.manifest: JsonLines | None = None
-        self.quarantine: JsonLines | None = None
+        self.session = 0
+        self.last_checkpoint = time.monotonic()
+        self.staged_quarantine: list[tuple[int, str, dict[str, Any]]] = []
+        self.staged_attempts: list[dict[str, Any]] = []
+        self.staged_events: list[dict[str, Any]] = []
+        self.quarantine_file = open_private(run_dir / "quarantine.jsonl", "a")
         self.oom_pids: set[int] = set()  # victims the watchdog named
         self.interrupted = False
+        self.failure: str | None = None
+        self.failure_error: BaseException | None = None
 
     # ---------------------------------------------------------------- the loop
 
@@ -229,17 +252,20 @@ class Supervisor:
         except KeyboardInterrupt:
             self.interrupted = True
             raise
+        except BaseException as err:
+            self.failure = f"{type(err).__name__}: {err}"
+            self.failure_error = err
+            raise
         finally:
             summary = self.teardown()
         return summary
 
     def setup(self) -> None:
         protect_supervisor()
-        self.manifest = JsonLines(self.run_dir / "ingest_manifest.jsonl")
-        self.quarantine = JsonLines(self.run_dir / "quarantine.jsonl")
+        self.session = self.journal.begin_session()
         self.job = self.limiter.create_group("job", self.memory)
         capacity = max(256, 4 * self.config.workers * self.config.batch_size)
-        self.reader = SourceReader(self.source, capacity)
+        self.reader = SourceReader(self.source, capacity, self.wanted)
         self.reader.start()
         threading.Thread(target=self._count_source, name="oomguard-count", daemon=True).start()
         self.monitor = Monitor(
@@ -254,6 +280,11 @@ class Supervisor:
         for slot in range(self.config.workers):
             self.start_slot(slot)
         self.wait_for_first_worker()
+
+    def wanted(self, index: int) -> bool:
+        if self.only is not None:
+            return index in self.only
+        return index not in self.done
 
     def _count_source(self) -> None:
         try:
@@ -294,6 +325,7 @@ class Supervisor:
             if handle.pidfd in ready:
                 self.handle_death(handle)
         self.handle_timeouts()
+        self.maybe_checkpoint()
         self.report_progress()
 
     def next_timeout(self) -> float:
@@ -507,7 +539,7 @@ class Supervisor:
         elif status is Status.OOM_KILLED:
             self.counters.oom_kills += 1
         if handle.state == "starting" and handle.batch is None and status is Status.WORKER_CRASH:
-            self.events.append({"time": time.time(), "event": "worker_failed_to_start", **evidence})
+            self.add_event({"time": time.time(), "event": "worker_failed_to_start", **evidence})
         close_worker(handle)
         if not self.finished():
             self.start_slot(handle.slot)
@@ -632,7 +664,7 @@ class Supervisor:
             handle = by_key.get(event.group)
             if handle is not None:
                 handle.oom_event = True
-            self.events.append(
+            self.add_event(
                 {
                     "time": event.time,
                     "event": "oom_kill",
@@ -664,10 +696,7 @@ class Supervisor:
     def quarantine_item(
         self, item: Item, status: Status, evidence: dict[str, Any], batch: Batch | None
     ) -> None:
-        assert self.quarantine is not None
-        self.quarantine.write(
-            {"input_index": item.index, "status": str(status), "evidence": evidence}
-        )
+        self.staged_quarantine.append((item.index, str(status), evidence))
         self.counters.quarantined[str(status)] += 1
         if isinstance(self.writer, OrderedWriter):
             self.writer.skip(item.index)
@@ -683,7 +712,7 @@ class Supervisor:
         stats: dict[str, int] | None = None,
         bystander: bool = False,
     ) -> None:
-        assert self.manifest is not None and handle.batch is not None
+        assert handle.batch is not None
         batch = handle.batch
         end = time.time()
         start_wall = handle.started_wall
@@ -716,8 +745,43 @@ class Supervisor:
             entry["bystander"] = True
         if stats:
             entry["worker_rss_mb"] = mib(stats.get("rss_after", 0))
-        self.manifest.write(entry)
+        self.staged_attempts.append(entry)
         self.counters.attempts[str(status)] += 1
+
+    def add_event(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+        del self.events[:-200]
+        self.staged_events.append(event)
+
+    def maybe_checkpoint(self, final: bool = False) -> None:
+        """Make results durable and journal them with everything else, in one transaction."""
+        if not final and time.monotonic() - self.last_checkpoint < self.config.commit_interval:
+            return
+        self.last_checkpoint = time.monotonic()
+        prepared = self.sink.prepare(final)
+        if not (prepared or self.staged_quarantine or self.staged_attempts or self.staged_events):
+            return
+        quarantined = self.staged_quarantine
+        self.journal.checkpoint(
+            Checkpoint(
+                committed=prepared.indices if prepared else [],
+                token=prepared.token if prepared else None,
+                quarantined=quarantined,
+                attempts=self.staged_attempts,
+                events=self.staged_events,
+            )
+        )
+        self.staged_quarantine, self.staged_attempts, self.staged_events = [], [], []
+        if prepared:
+            self.sink.commit(prepared)
+        for index, status, evidence in quarantined:
+            self.quarantine_file.write(
+                json.dumps(
+                    {"input_index": index, "status": status, "evidence": evidence}, default=str
+                )
+                + "\n"
+            )
+        self.quarantine_file.flush()
 
     # ---------------------------------------------------------------- progress and end
 
@@ -768,18 +832,25 @@ class Supervisor:
                 job_reading = self.job.read()
             except OSError:
                 pass
-        for closer in (self.sink.close, *(f.close for f in (self.manifest, self.quarantine) if f)):
+        if not isinstance(self.failure_error, SinkError):
+            try:
+                self.maybe_checkpoint(final=True)
+            except SinkError as err:
+                self.failure = self.failure or f"{type(err).__name__}: {err}"
+                self.failure_error = err
+        for closer in (self.sink.close, self.quarantine_file.close):
             try:
                 closer()
             except Exception:
                 pass
-        if self.manifest is not None:
-            jsonl_to_json_array(self.manifest.path, self.run_dir / "ingest_manifest.json")
-            self.manifest.path.unlink()
+        write_manifest(self.journal, self.run_dir / "ingest_manifest.json")
         dmesg = write_dmesg_excerpt(self.run_dir / "dmesg_excerpt.txt", self.start_wall, end_wall)
         summary = self.summary(end_wall, job_reading, dmesg)
         write_json(self.run_dir / "summary.json", summary)
-        self.progress.close(self.snapshot() if self.monitor else _empty_snapshot(self.memory))
+        self.journal.end_session(self.session, summary["status"])
+        finished = not self.interrupted and self.failure is None
+        snapshot = self.snapshot() if self.monitor else _empty_snapshot(self.memory)
+        self.progress.close(snapshot, finished=finished)
         return summary
 
     def _stop_reader(self) -> None:
@@ -792,16 +863,23 @@ class Supervisor:
         peak_cgroup = monitor.peak_cgroup if monitor else 0
         if job_reading is not None and job_reading.peak is not None:
             peak_cgroup = max(peak_cgroup, job_reading.peak)
-        counts = {"success": self.counters.succeeded, **self.counters.quarantined}
-        done = self.counters.succeeded + self.counters.quarantined_total
+        quarantine_counts = self.journal.quarantine_counts()
+        counts = {"success": self.journal.committed_count(), **quarantine_counts}
+        done = sum(counts.values())
         return {
-            "status": "interrupted" if self.interrupted else "finished",
+            "status": "interrupted"
+            if self.interrupted
+            else "failed"
+            if self.failure
+            else "finished",
+            "failure": self.failure,
             "function": self.spec["function"],
             "source": self.source.description,
             "items_total": done,
             "counts": counts,
-            "quarantined": self.counters.quarantined_total,
-            "attempts": dict(self.counters.attempts),
+            "quarantined": sum(quarantine_counts.values()),
+            "attempts": self.journal.attempt_counts(),
+            "sessions": len(self.journal.sessions()),
             "retries": self.counters.retries,
             "bisections": self.counters.bisections,
             "alone_runs": self.counters.alone_runs,
@@ -813,7 +891,11 @@ class Supervisor:
             "cap_mb": mib(self.memory),
             "peak_percent_of_cap": round(100 * peak_cgroup / self.memory, 1),
             "duration_sec": round(duration, 3),
-            "throughput_items_per_sec": round(done / duration, 2) if duration > 0 else None,
+            "throughput_items_per_sec": round(
+                (self.counters.succeeded + self.counters.quarantined_total) / duration, 2
+            )
+            if duration > 0
+            else None,
             "samples": monitor.samples if monitor else 0,
             "cgroup_events": {
                 "oom_kill": self.counters.oom_kills,
@@ -826,6 +908,18 @@ class Supervisor:
             "dmesg_excerpt": dmesg,
             "events": self.events[-200:],
         }
+
+
+def write_manifest(journal: Journal, path: Path) -> None:
+    """ingest_manifest.json: every attempt of every session, streamed from the journal."""
+    tmp = path.with_suffix(".tmp")
+    with open_private(tmp) as out:
+        out.write("[")
+        for number, entry in enumerate(journal.attempts()):
+            out.write(",\n  " if number else "\n  ")
+            out.write(json.dumps(entry, default=str))
+        out.write("\n]\n")
+    os.replace(tmp, path)
 
 
 def _death_text(evidence: dict[str, Any]) -> str:

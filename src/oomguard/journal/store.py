@@ -1,0 +1,229 @@
+"""The journal: one SQLite database (WAL) per run, in the run directory.
+
+It records where the run stands, never copies of the items: which input indices are
+committed to the sink (as compact ranges, with the sink's durable position), which are
+quarantined and why, every batch attempt, and events. Writes are grouped: the supervisor
+checkpoints a group of commits in one transaction every ``commit_interval``.
+
+Tables::
+
+    meta        key -> JSON value: the job's configuration, the source and its fingerprint
+    commits     id, indices ("0-9,12"), count, token (the sink's durable position), time
+    quarantine  input index -> status, evidence
+    attempts    one row per batch attempt (the manifest's entries)
+    events      time, event, detail
+    sessions    one row per supervisor that ran on this directory
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from oomguard.journal.ranges import RangeSet, decode_ranges, encode_ranges
+
+JOURNAL_NAME = "journal.sqlite"
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS commits (
+    id INTEGER PRIMARY KEY, indices TEXT NOT NULL, count INTEGER NOT NULL,
+    token TEXT, committed_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS quarantine (
+    idx INTEGER PRIMARY KEY, status TEXT NOT NULL, evidence TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY, batch_id INTEGER, status TEXT NOT NULL, entry TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY, at REAL NOT NULL, event TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY, pid INTEGER, started REAL, ended REAL, status TEXT);
+"""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One grouped transaction's worth of state changes."""
+
+    committed: list[int]
+    token: str | None
+    quarantined: list[tuple[int, str, dict[str, Any]]]
+    attempts: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+
+
+class Journal:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        self.path = path
+        self.is_new = not path.exists()
+        if read_only:
+            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        else:
+            if self.is_new:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            self._db = sqlite3.connect(path, timeout=10, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit is on disk before the sink's matching data may be trusted
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+            if self.is_new:
+                self.set_meta("schema_version", SCHEMA_VERSION)
+            for suffix in ("-wal", "-shm"):
+                side = path.with_name(path.name + suffix)
+                if side.exists():
+                    os.chmod(side, 0o600)
+
+    @classmethod
+    def open(cls, run_dir: Path) -> Journal:
+        return cls(run_dir / JOURNAL_NAME)
+
+    @staticmethod
+    def exists(run_dir: Path) -> bool:
+        return (run_dir / JOURNAL_NAME).exists()
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ------------------------------------------------------------- meta
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self._db.execute(
+            "INSERT INTO meta(key, value) VALUES(?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (key, json.dumps(value, default=str)),
+        )
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    # ------------------------------------------------------------- writing
+
+    def checkpoint(self, state: Checkpoint) -> None:
+        """Everything in ``state`` becomes durable together, or none of it does."""
+        now = time.time()
+        with self._transaction():
+            if state.committed:
+                self._db.execute(
+                    "INSERT INTO commits(indices, count, token, committed_at) VALUES(?, ?, ?, ?)",
+                    (encode_ranges(state.committed), len(state.committed), state.token, now),
+                )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO quarantine(idx, status, evidence, at) VALUES(?, ?, ?, ?)",
+                (
+                    (index, status, json.dumps(evidence, default=str), now)
+                    for index, status, evidence in state.quarantined
+                ),
+            )
+            self._db.executemany(
+                "INSERT INTO attempts(batch_id, status, entry) VALUES(?, ?, ?)",
+                (
+                    (a.get("batch_id"), a.get("status"), json.dumps(a, default=str))
+                    for a in state.attempts
+                ),
+            )
+            self._db.executemany(
+                "INSERT INTO events(at, event, detail) VALUES(?, ?, ?)",
+                (
+                    (e.get("time", now), e.get("event", ""), json.dumps(e, default=str))
+                    for e in state.events
+                ),
+            )
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    def remove_quarantined(self, indices: Iterable[int]) -> None:
+        with self._transaction():
+            self._db.executemany("DELETE FROM quarantine WHERE idx=?", ((i,) for i in indices))
+
+    def begin_session(self) -> int:
+        cursor = self._db.execute(
+            "INSERT INTO sessions(pid, started, status) VALUES(?, ?, 'running')",
+            (os.getpid(), time.time()),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def end_session(self, session: int, status: str) -> None:
+        self._db.execute(
+            "UPDATE sessions SET ended=?, status=? WHERE id=?", (time.time(), status, session)
+        )
+
+    # ------------------------------------------------------------- reading
+
+    def committed_set(self) -> RangeSet:
+        done = RangeSet()
+        for (text,) in self._db.execute("SELECT indices FROM commits"):
+            done.update(decode_ranges(text))
+        return done
+
+    def done_set(self) -> RangeSet:
+        """Every input index that is committed or quarantined: skipped on resume."""
+        done = self.committed_set()
+        for (index,) in self._db.execute("SELECT idx FROM quarantine"):
+            done.add(index)
+        return done
+
+    def tokens(self) -> list[str]:
+        return [
+            t
+            for (t,) in self._db.execute(
+                "SELECT token FROM commits WHERE token IS NOT NULL ORDER BY id"
+            )
+        ]
+
+    def committed_count(self) -> int:
+        row = self._db.execute("SELECT COALESCE(SUM(count), 0) FROM commits").fetchone()
+        return int(row[0])
+
+    def quarantine_counts(self) -> dict[str, int]:
+        return {
+            s: n
+            for s, n in self._db.execute("SELECT status, COUNT(*) FROM quarantine GROUP BY status")
+        }
+
+    def quarantined(self, limit: int | None = None) -> Iterator[dict[str, Any]]:
+        query = "SELECT idx, status, evidence FROM quarantine ORDER BY idx"
+        if limit is not None:
+            query += f" LIMIT {int(limit)}"
+        for index, status, evidence in self._db.execute(query):
+            yield {"input_index": index, "status": status, "evidence": json.loads(evidence)}
+
+    def attempts(self) -> Iterator[dict[str, Any]]:
+        for (entry,) in self._db.execute("SELECT entry FROM attempts ORDER BY id"):
+            yield json.loads(entry)
+
+    def attempt_counts(self) -> dict[str, int]:
+        return {
+            s: n
+            for s, n in self._db.execute("SELECT status, COUNT(*) FROM attempts GROUP BY status")
+        }
+
+    def recent_events(self, limit: int = 20) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT detail FROM events ORDER BY id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [json.loads(detail) for (detail,) in reversed(rows)]
+
+    def sessions(self) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT id, pid, started, ended, status FROM sessions ORDER BY id")
+        return [
+            dict(zip(("id", "pid", "started", "ended", "status"), row, strict=True)) for row in rows
+        ]
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
