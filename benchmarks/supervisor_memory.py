@@ -35,10 +35,12 @@ def main() -> None:
         with open(source, "w") as handle:
             for index in range(args.items):
                 handle.write(f"{index}\n")
+        out, run_dir = Path(tmp) / "out.jsonl", Path(tmp) / "run"
         command = [
-            sys.executable, "-m", "oomguard.cli", "run", "benchmarks.workloads:double",
-            "-i", str(source), "-o", str(Path(tmp) / "out.jsonl"), "--run-dir", str(Path(tmp) / "run"),
-            "--workers", str(args.workers), "--batch-size", str(args.batch_size), "--log-format", "quiet",
+            *(sys.executable, "-m", "oomguard.cli", "run", "benchmarks.workloads:double"),
+            *("-i", str(source), "-o", str(out), "--run-dir", str(run_dir)),
+            *("--workers", str(args.workers), "--batch-size", str(args.batch_size)),
+            *("--log-format", "quiet"),
         ]
         start = time.monotonic()
         proc = subprocess.Popen(command, cwd=ROOT)
@@ -51,17 +53,24 @@ def main() -> None:
                 break
             time.sleep(0.5)
         wall = time.monotonic() - start
-        summary = json.loads((Path(tmp) / "run" / "summary.json").read_text())
-        lines = sum(1 for _ in open(Path(tmp) / "out.jsonl"))
+        summary = json.loads((run_dir / "summary.json").read_text())
+        with open(out) as handle:
+            lines = sum(1 for _ in handle)
     rss = [r for _, r in samples]
     tenth = max(1, len(rss) // 10)
-    print(f"# supervisor memory over {args.items:,} items, batch size {args.batch_size}, "
-          f"{args.workers} workers, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
-    print("| items | results | exit | wall s | items/s | RSS first 10% MB | RSS last 10% MB | RSS max MB |")
+    print(
+        f"# supervisor memory over {args.items:,} items, batch size {args.batch_size}, "
+        f"{args.workers} workers, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"
+    )
+    print(
+        "| items | results | exit | wall s | items/s "
+        "| RSS first 10% MB | RSS last 10% MB | RSS max MB |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     print(
         f"| {args.items:,} | {lines:,} | {proc.returncode} | {wall:.0f} | {args.items / wall:,.0f} "
-        f"| {max(rss[:tenth]) / 2**20:.1f} | {max(rss[-tenth:]) / 2**20:.1f} | {max(rss) / 2**20:.1f} |"
+        f"| {max(rss[:tenth]) / 2**20:.1f} | {max(rss[-tenth:]) / 2**20:.1f} "
+        f"| {max(rss) / 2**20:.1f} |"
     )
     assert summary["counts"]["success"] == args.items
 

@@ -181,6 +181,11 @@ def run_command(
     memory = values.pop("memory", None)
     job = Job(function, source=source, sink=sink, run_dir=run_dir, memory=memory, **values)
     result = job.run()
+    _print_result(result)
+    raise click.exceptions.Exit(result.exit_code)
+
+
+def _print_result(result: Any) -> None:
     summary = result.summary
     click.echo(
         f"oomguard: {result.succeeded} items done, {len(result.quarantined)} quarantined, "
@@ -197,7 +202,56 @@ def run_command(
         click.echo(
             f"  quarantined item {entry['input_index']}: {entry['status']} {why}".rstrip(), err=True
         )
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--force", is_flag=True, help="Resume even though the input changed.")
+@click.option(
+    "--log-format", type=click.Choice(["auto", "rich", "plain", "json", "quiet"]), default=None
+)
+def resume(run_dir: str, force: bool, log_format: str | None) -> None:
+    """Carry on a run where it stopped: nothing committed is redone, nothing is lost."""
+    from oomguard.engine.job import Job
+
+    overrides = {"log_format": log_format} if log_format else {}
+    result = Job.resume(run_dir, force=force, **overrides)
+    _print_result(result)
     raise click.exceptions.Exit(result.exit_code)
+
+
+@cli.command(name="retry-quarantined")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--memory", "-m", type=SIZE, default=None, help="A new cap for the retry.")
+@click.option(
+    "--log-format", type=click.Choice(["auto", "rich", "plain", "json", "quiet"]), default=None
+)
+def retry_quarantined(run_dir: str, memory: int | None, log_format: str | None) -> None:
+    """Run the quarantined items of a run again, on purpose."""
+    from oomguard.engine.job import Job
+
+    overrides: dict[str, Any] = {"log_format": log_format} if log_format else {}
+    if memory is not None:
+        overrides["memory"] = memory
+    result = Job.retry_quarantined(run_dir, **overrides)
+    _print_result(result)
+    raise click.exceptions.Exit(result.exit_code)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status(run_dir: str, as_json: bool) -> None:
+    """Progress, counts, quarantined items, recent events, and whether a supervisor is alive."""
+    from pathlib import Path
+
+    from oomguard.engine.status import render_status, run_status
+
+    report = run_status(Path(run_dir))
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        render_status(report)
 
 
 def main(argv: list[str] | None = None) -> int:

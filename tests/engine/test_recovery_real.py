@@ -151,11 +151,15 @@ def test_user_exception_keeps_its_traceback(run_job) -> None:
 def test_workers_run_in_their_own_cgroup_first_in_line_for_the_oom_killer(
     cgroup_limiter: CgroupLimiter, run_job
 ) -> None:
-    result, lines = run_job([{"kind": "whoami"}] * 4, batch_size=1)
+    _, lines = run_job([{"kind": "whoami"}] * 4, batch_size=1)
     assert len(lines) == 4
     for line in lines:
         assert line["result"]["oom_score_adj"] == 1000
-        memory_line = next(row for row in line["result"]["cgroup"].splitlines() if ":memory:" in row or row.startswith("0::"))
+        memory_line = next(
+            row
+            for row in line["result"]["cgroup"].splitlines()
+            if ":memory:" in row or row.startswith("0::")
+        )
         # .../oomguard-<pid>-<token>-job/w<slot>-<generation>
         assert "oomguard-" in memory_line and "-job/w" in memory_line
 

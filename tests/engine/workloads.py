@@ -25,6 +25,8 @@ def work(item: dict[str, Any]) -> Any:
     kind = item.get("kind", "ok")
     if kind == "ok":
         return {"value": item.get("value", 0) * 2}
+    if kind == "pad":
+        return {"value": item["value"], "pad": item["pad"]}
     if kind == "grow":
         block = allocate(item["mb"])
         touch(block)
@@ -50,7 +52,10 @@ def work(item: dict[str, Any]) -> Any:
         return threading.Lock()
     if kind == "whoami":
         cgroup = Path("/proc/self/cgroup").read_text()
-        return {"oom_score_adj": int(Path("/proc/self/oom_score_adj").read_text()), "cgroup": cgroup}
+        return {
+            "oom_score_adj": int(Path("/proc/self/oom_score_adj").read_text()),
+            "cgroup": cgroup,
+        }
     raise AssertionError(f"unknown kind {kind}")
 
 

@@ -230,6 +230,7 @@ class Job:
                 "Job(..., run_dir=...).run()"
             )
         config.pop("function", None)
+        config.pop("memory", None)
         memory = overrides.pop("memory", None) or memory
         config.update(overrides)
         return cls(function, source=source, sink=sink, run_dir=run_dir, memory=memory, **config)
