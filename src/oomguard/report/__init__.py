@@ -1,0 +1,5 @@
+"""``oomguard report DIR``: a memory curve and a report page for any run directory."""
+
+from oomguard.report.render import FIGURE_PIXELS, write_report
+
+__all__ = ["FIGURE_PIXELS", "write_report"]
