@@ -14,9 +14,12 @@ import collections
 import os
 import random
 import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests/ is reused
 
 from tests.journal.test_torture import ITEMS, POISON, make_source, output_indices, start
 

@@ -59,7 +59,9 @@ def kill_times(summary: dict[str, Any], manifest: list[dict[str, Any]]) -> list[
     return sorted(set(times))
 
 
-def kill_peaks(summary: dict[str, Any], manifest: list[dict[str, Any]]) -> list[tuple[float, float]]:
+def kill_peaks(
+    summary: dict[str, Any], manifest: list[dict[str, Any]]
+) -> list[tuple[float, float]]:
     """(time, MiB) of each kill whose peak is known: the sampled curve can miss the top."""
     points = [
         (a["end"], a["peak_mb"])
@@ -142,9 +144,8 @@ def plot(
             )
     ax.set_xlabel("seconds since start")
     ax.set_ylabel("MiB")
-    ax.set_ylim(
-        bottom=0, top=max([cap or 0, *[v for v in log.get("cgroup_mb", []) if v == v], 1]) * 1.12
-    )
+    highest = max([cap or 0, *[v for v in log.get("cgroup_mb", []) if not math.isnan(v)], 1])
+    ax.set_ylim(bottom=0, top=highest * 1.12)
     ax.grid(True, alpha=0.25)
     title = f"{len(kills)} OOM kill(s); peak {summary.get('peak_cgroup_mb', '?')} MiB"
     if cap:

@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from oomguard.engine.artifacts import make_run_dir, open_private, write_dmesg_excerpt, write_json
 from oomguard.errors import ConfigError
@@ -266,7 +266,7 @@ def _group_events(group: MemoryGroup) -> dict[str, int]:
     path = group.path
     if path is None:
         return {"oom_kill": group.read().oom_kill}
-    version = "v1" if (Path(path) / "memory.oom_control").exists() else "v2"
+    version: Literal["v1", "v2"] = "v1" if (Path(path) / "memory.oom_control").exists() else "v2"
     return dict(read_cgroup_memory(Path(path), version).events)
 
 

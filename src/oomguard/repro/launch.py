@@ -18,7 +18,7 @@ def main(argv: list[str]) -> int:
     os.close(fd)
     command = argv[1:]
     try:
-        os.execvp(command[0], command)
+        os.execvp(command[0], command)  # noqa: S606 - an argv list, never a shell
     except OSError as err:
         print(f"oomguard: cannot run {command[0]!r}: {err.strerror}", file=sys.stderr)
         return 127
