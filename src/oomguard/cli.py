@@ -401,6 +401,33 @@ def bundle(run_dir: str, redact: bool, output: str | None) -> None:
     click.echo(f"oomguard: wrote {target}", err=True)
 
 
+@cli.command()
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    default="oomguard-demo",
+    show_default=True,
+    help="Where the corpus, the knowledge base and the artifacts go.",
+)
+@click.option(
+    "--compare", is_flag=True, help="Also run a plain ProcessPoolExecutor under the same cap."
+)
+@click.option(
+    "--memory", "-m", type=SIZE, default=None, help="The cap [default: 1 GiB, or half the budget]."
+)
+@click.option(
+    "--log-format", type=click.Choice(["auto", "rich", "plain", "json", "quiet"]), default="auto"
+)
+def demo(directory: str, compare: bool, memory: int | None, log_format: str) -> None:
+    """PDF ingestion into a knowledge base under a memory cap, hostile documents included."""
+    from pathlib import Path
+
+    from oomguard.demo.run import render, run_demo
+
+    render(run_demo(Path(directory), compare=compare, cap=memory, log_format=log_format))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     try:

@@ -506,7 +506,8 @@ class Supervisor:
             self.apply(
                 after_failure(single, failure, died_alone=False, policy=self.policy), failure, error
             )
-        self.record_attempt(handle, worst, peak, stats=stats)
+        first_error = handle.item_failures[0][2] if handle.item_failures else None
+        self.record_attempt(handle, worst, peak, error=first_error, stats=stats)
         handle.batches_done += 1
         handle.reset_batch()
         handle.state = "idle"
