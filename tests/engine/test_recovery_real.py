@@ -164,6 +164,14 @@ def test_workers_run_in_their_own_cgroup_first_in_line_for_the_oom_killer(
         assert "oomguard-" in memory_line and "-job/w" in memory_line
 
 
+def test_rlimit_as_guard_turns_a_huge_allocation_into_memory_error(run_job) -> None:
+    items = [{"kind": "grow", "mb": 10}, {"kind": "grow", "mb": 4000}, {"kind": "grow", "mb": 10}]
+    result, lines = run_job(items, limiter="watchdog", rlimit_as="1g", memory="8g")
+    exactly_once(lines, {0, 2})
+    assert [(q["input_index"], q["status"]) for q in result.quarantined] == [(1, "memory_error")]
+    assert result.quarantined[0]["evidence"]["type"] == "MemoryError"
+
+
 def test_watchdog_mode_quarantines_the_poison_too(run_job) -> None:
     items = [{"kind": "grow", "mb": 10} for _ in range(12)]
     items[6] = {"kind": "grow", "mb": 3000}

@@ -2,6 +2,7 @@
 has no v2 memory controller). Notification uses real inotify on the fixture files."""
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -61,11 +62,22 @@ def test_enable_memory_controller(tmp_path: Path) -> None:
 
 
 def test_enable_memory_controller_without_permission(tmp_path: Path) -> None:
-    control = tmp_path / "cgroup.subtree_control"
-    control.write_text("")
+    """A read-only subtree_control: a read-only tmpfs as root (root ignores mode bits), 0444 otherwise."""
+    target = tmp_path / "cg"
+    target.mkdir()
+    mounted = False
     if os.geteuid() == 0:
-        os.chmod(control, 0o444)
-        pytest.skip("root writes read-only files: covered by the read-only mount test instead")
-    os.chmod(control, 0o444)
-    with pytest.raises(CgroupPermissionError):
-        enable_memory_controller(tmp_path)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(target)], check=True)
+        mounted = True
+    try:
+        control = target / "cgroup.subtree_control"
+        control.write_text("")
+        if mounted:
+            subprocess.run(["mount", "-o", "remount,ro", str(target)], check=True)
+        else:
+            os.chmod(control, 0o444)
+        with pytest.raises(CgroupPermissionError, match="cannot enable the memory controller"):
+            enable_memory_controller(target)
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(target)], check=True)

@@ -53,7 +53,9 @@ def test_child_past_the_cap_is_oom_killed(cgroup_limiter: CgroupLimiter, tmp_pat
     assert summary["oom_killed"] is True and summary["exit_code"] == 137
     assert 0.95 * 200 <= summary["peak_cgroup_mb"] <= 200
     assert summary["cap_mb"] == 200
-    assert summary["oom_kill_times"], "the kill is marked for the log and the report"
+    assert summary["oom_kill_times"], "the kill is marked for the report"
+    rows = (tmp_path / "out" / "memory_log.csv").read_text().splitlines()
+    assert any(",oom_kill pid=" in row for row in rows), "the kill is marked in memory_log.csv"
     assert summary["cgroup_events"]["run_group"]["oom_kill"] == 1
     assert "OOM-killed at" in result.verdict and "of a 200.0 MiB cap" in result.verdict
     if summary["dmesg_excerpt"]:

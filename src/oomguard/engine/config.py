@@ -34,6 +34,9 @@ class JobConfig:
     error_retries: int = 0  # exceptions in user code are not retried by default
     alone_fraction: float = 0.90  # a worker dying at >= this share of the budget died "alone"
     worker_memory: int | None = None  # optional cap per worker, inside the job's cap
+    rlimit_as: int | None = (
+        None  # optional RLIMIT_AS per worker: allocations past it raise MemoryError
+    )
     sample_interval: float = 0.2  # memory_log.csv sampling period, seconds (seeds/000)
     ordered: bool = False  # write results in input order
     limiter: str = "auto"  # auto | cgroup | watchdog
@@ -57,6 +60,7 @@ class JobConfig:
         positive("timeout", self.timeout, allow_none=True)
         positive("memory", self.memory, allow_none=True)
         positive("worker_memory", self.worker_memory, allow_none=True)
+        positive("rlimit_as", self.rlimit_as, allow_none=True)
         for name in ("crash_retries", "error_retries"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
@@ -73,7 +77,7 @@ class JobConfig:
             )
 
 
-SIZE_KEYS = ("memory", "max_bytes", "worker_memory", "parquet_buffer_bytes")
+SIZE_KEYS = ("memory", "max_bytes", "worker_memory", "parquet_buffer_bytes", "rlimit_as")
 CONFIG_KEYS = {f.name for f in fields(JobConfig)} | {"source", "sink", "input", "output", "run_dir"}
 
 

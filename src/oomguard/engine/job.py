@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from oomguard.engine.artifacts import make_run_dir, open_private
-from oomguard.engine.config import DEFAULT_MEMORY_FRACTION, JobConfig
+from oomguard.engine.config import DEFAULT_MEMORY_FRACTION, JobConfig, normalise
 from oomguard.engine.progress import make_progress
 from oomguard.engine.sinks import open_sink
 from oomguard.engine.sources import open_source
@@ -113,6 +113,7 @@ class Job:
         self.sink_spec = sink
         self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
         self.memory_spec = memory
+        options = normalise(options)  # sizes may be given as text: "8MiB", "1g"
         try:
             self.config = JobConfig(function=self.function_spec, **options)
         except TypeError as err:

@@ -210,6 +210,7 @@ class Supervisor:
             "batched": config.batched,
             "encode_json": sink.wants_json,
             "sys_path": [os.getcwd(), *sys.path],
+            "rlimit_as": config.rlimit_as,
         }
         self.writer: Sink | OrderedWriter = (
             OrderedWriter(sink, self.done) if config.ordered else sink

@@ -32,7 +32,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from oomguard.engine.classify import Status, classify_exception
-from oomguard.limits.process import WORKER_OOM_SCORE_ADJ, set_oom_score_adj
+from oomguard.limits.process import WORKER_OOM_SCORE_ADJ, apply_rlimit_as, set_oom_score_adj
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -158,6 +158,8 @@ def main(argv: list[str]) -> int:
         return 0
     assert kind == "init"
     sys.path[:0] = [p for p in spec["sys_path"] if p not in sys.path]
+    if spec.get("rlimit_as"):
+        apply_rlimit_as(spec["rlimit_as"])  # the coarse guard where no cgroup can be written
     try:
         loop = WorkerLoop(conn, spec)
     except BaseException as exc:

@@ -58,6 +58,7 @@ class Sampler:
         "psi_some_avg10",
         "psi_full_avg10",
         "gpu_used_mb",
+        "event",
     )
 
     def __init__(self, path: Path, pid: int, group: MemoryGroup, interval: float) -> None:
@@ -73,6 +74,7 @@ class Sampler:
         self._writer.writerow(self.COLUMNS)
         self._gpu = read_gpus().available
         self._stop = threading.Event()
+        self._lock = threading.Lock()
         self._thread = threading.Thread(
             target=self._run, name="oomguard-repro-sampler", daemon=True
         )
@@ -88,7 +90,7 @@ class Sampler:
             except Exception:
                 continue
 
-    def sample(self) -> None:
+    def sample(self, event: str = "") -> None:
         now = time.time()
         tree = read_tree_memory(self.pid)
         try:
@@ -100,6 +102,12 @@ class Sampler:
         self.peak_rss = max(self.peak_rss, tree.rss)
         self.peak_cgroup = max(self.peak_cgroup, cgroup)
         self.samples += 1
+        with self._lock:
+            self._write_row(now, tree, cgroup, pressure, gpu, event)
+
+    def _write_row(
+        self, now: float, tree: Any, cgroup: int, pressure: Any, gpu: int | None, event: str
+    ) -> None:
         self._writer.writerow(
             [
                 f"{now:.3f}",
@@ -111,9 +119,17 @@ class Sampler:
                 pressure.some.avg10 if pressure else "",
                 pressure.full.avg10 if pressure and pressure.full else "",
                 mib(gpu) if gpu is not None else "",
+                event,
             ]
         )
         self._file.flush()
+
+    def mark(self, event: str) -> None:
+        """A row of its own for an event (an OOM kill), sampled the moment it is seen."""
+        try:
+            self.sample(event)
+        except Exception:
+            pass
 
     def stop(self) -> None:
         self._stop.set()
@@ -206,9 +222,15 @@ def reproduce(
                     group.kill_all()
                     break
                 wait = 0.5 if remaining is None else min(0.5, remaining)
-                events += limiter.events.wait(wait)
+                new = limiter.events.wait(wait)
+                for event in new:
+                    sampler.mark(f"oom_kill pid={event.pid or proc.pid} count={event.oom_kill}")
+                events += new
             proc.wait()
-            events += limiter.events.drain()
+            late = limiter.events.drain()
+            for event in late:
+                sampler.mark(f"oom_kill pid={event.pid or proc.pid} count={event.oom_kill}")
+            events += late
             sampler.stop()
         reading = group.read()
         group_events = _group_events(group)
