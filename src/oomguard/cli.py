@@ -147,6 +147,15 @@ def doctor(as_json: bool, memory: int | None) -> None:
     default=None,
     help="Progress output [default: auto].",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics on this port.",
+)
+@click.option(
+    "--metrics-addr", default=None, help="Address for --metrics-port [default: 127.0.0.1]."
+)
 def run_command(
     function: str, input_: str | None, output: str | None, config_file: str | None, **options: Any
 ) -> None:

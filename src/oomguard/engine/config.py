@@ -43,6 +43,8 @@ class JobConfig:
     log_format: str = "auto"  # auto | rich | plain | json | quiet
     parquet_buffer_bytes: int = 8 * 1024 * 1024  # the Parquet sink's buffer bound
     commit_interval: float = 0.25  # seconds between journal checkpoints (grouped commits)
+    metrics_port: int | None = None  # serve Prometheus metrics on this port (off by default)
+    metrics_addr: str = "127.0.0.1"  # and this address: loopback unless told otherwise
 
     def validate(self) -> None:
         def positive(name: str, value: float | None, allow_none: bool = False) -> None:

@@ -57,6 +57,8 @@ from oomguard.journal.store import Checkpoint, Journal
 from oomguard.limits.base import Limiter, MemoryGroup, OomEvent
 from oomguard.limits.process import protect_supervisor
 from oomguard.memory.kernel_log import find_oom_kills, read_kernel_log
+from oomguard.metrics.exporter import BATCH_SECONDS, Exporter, RunNumbers
+from oomguard.metrics.registry import Registry
 from oomguard.sizes import mib
 
 _END = object()  # the reader's "source exhausted" mark
@@ -231,6 +233,9 @@ class Supervisor:
         self.monitor: Monitor | None = None
         self.reader: SourceReader | None = None
         self.session = 0
+        # batch latency and per-item memory cost, in a fixed budget (12 one-minute windows)
+        self.metrics = Registry("4MiB", windows=12, window_seconds=60.0)
+        self.exporter: Exporter | None = None
         self.last_checkpoint = time.monotonic()
         self.staged_quarantine: list[tuple[int, str, dict[str, Any]]] = []
         self.staged_attempts: list[dict[str, Any]] = []
@@ -278,6 +283,10 @@ class Supervisor:
             self.config.workers,
         )
         self.monitor.start()
+        if self.config.metrics_port is not None:
+            self.exporter = Exporter(
+                self.run_numbers, self.metrics, self.config.metrics_port, self.config.metrics_addr
+            )
         for slot in range(self.config.workers):
             self.start_slot(slot)
         self.wait_for_first_worker()
@@ -749,6 +758,11 @@ class Supervisor:
             entry["worker_rss_mb"] = mib(stats.get("rss_after", 0))
         self.staged_attempts.append(entry)
         self.counters.attempts[str(status)] += 1
+        self.metrics.record(BATCH_SECONDS, end - start_wall)
+        if status is Status.SUCCESS and peak is not None and batch.items:
+            self.metrics.record(
+                "item_cost_bytes", max(0, peak - handle.usage_at_start) / len(batch.items)
+            )
 
     def add_event(self, event: dict[str, Any]) -> None:
         self.events.append(event)
@@ -801,6 +815,31 @@ class Supervisor:
             elapsed=time.monotonic() - self.start,
         )
 
+    def run_numbers(self) -> RunNumbers:
+        """For the Prometheus exporter (called from its thread: reads only)."""
+        monitor = self.monitor
+        workers = 0
+        if monitor is not None:
+            for view in self._worker_views():
+                try:
+                    workers += view.group.read().usage
+                except OSError:
+                    continue
+        supervisor = 0
+        try:
+            with open("/proc/self/statm") as statm:
+                supervisor = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            pass
+        return RunNumbers(
+            items={"success": self.counters.succeeded, **self.counters.quarantined},
+            oom_kills=self.counters.oom_kills,
+            job_bytes=monitor.last_cgroup if monitor else 0,
+            worker_bytes=workers,
+            supervisor_bytes=supervisor,
+            budget_bytes=self.memory,
+        )
+
     def report_progress(self) -> None:
         self.progress.update(self.snapshot())
 
@@ -821,6 +860,8 @@ class Supervisor:
 
     def teardown(self) -> dict[str, Any]:
         end_wall = time.time()
+        if self.exporter is not None:
+            self.exporter.close()
         for step in (self.stop_workers, self._stop_reader):
             try:
                 step()
@@ -854,6 +895,9 @@ class Supervisor:
         snapshot = self.snapshot() if self.monitor else _empty_snapshot(self.memory)
         self.progress.close(snapshot, finished=finished)
         return summary
+
+    def _quantiles(self, label: str, scale: float) -> dict[str, float] | None:
+        return _quantile_dict(self.metrics, label, scale)
 
     def _stop_reader(self) -> None:
         if self.reader is not None:
@@ -908,8 +952,22 @@ class Supervisor:
             "workers": self.config.workers,
             "batch_size": self.config.batch_size,
             "dmesg_excerpt": dmesg,
+            "batch_seconds": self._quantiles(BATCH_SECONDS, 1.0),
+            "item_cost_mb": self._quantiles("item_cost_bytes", 1 / 2**20),
+            "metrics_bytes": self.metrics.memory_bytes(),
             "events": self.events[-200:],
         }
+
+
+def _quantile_dict(registry: Registry, label: str, scale: float) -> dict[str, float] | None:
+    if label not in registry.labels():
+        return None
+    out = {}
+    for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
+        value = registry.quantile(label, q)
+        if value is not None:
+            out[name] = round(value * scale, 4)
+    return out
 
 
 def write_manifest(journal: Journal, path: Path) -> None:

@@ -1,0 +1,126 @@
+"""Prometheus exposition of a run, through prometheus_client. Off unless a port is given;
+bound to 127.0.0.1 unless told otherwise.
+
+    oomguard_items_total{status}              items finished, by status
+    oomguard_oom_kills_total                  OOM kills seen (kernel or watchdog)
+    oomguard_memory_bytes{scope}              job (cgroup), worker (sum of RSS), supervisor (RSS)
+    oomguard_memory_budget_bytes              the job's cap
+    oomguard_batch_seconds{quantile}          batch duration quantiles, _count, _sum
+    oomguard_metrics_sketch_bytes             bytes held by oomguard's own metrics registry
+    oomguard_label_overflow_total             values folded into the overflow label
+    oomguard_backend_restarts_total           model backend restarts
+plus prometheus_client's standard process_* and python_* metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from oomguard.metrics.registry import Registry
+
+BATCH_SECONDS = "batch_seconds"
+QUANTILES = (0.5, 0.9, 0.99)
+
+
+@dataclass
+class RunNumbers:
+    """What the engine knows right now (read by the collector on every scrape)."""
+
+    items: dict[str, int] = field(default_factory=dict)
+    oom_kills: int = 0
+    job_bytes: int = 0
+    worker_bytes: int = 0
+    supervisor_bytes: int = 0
+    budget_bytes: int = 0
+    backend_restarts: int = 0
+
+
+class OomguardCollector:
+    def __init__(self, numbers: Callable[[], RunNumbers], registry: Registry) -> None:
+        self.numbers = numbers
+        self.registry = registry
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+        now = self.numbers()
+        items = CounterMetricFamily(
+            "oomguard_items", "Items finished, by status.", labels=["status"]
+        )
+        for status, count in sorted(now.items.items()):
+            items.add_metric([status], count)
+        yield items
+        yield CounterMetricFamily("oomguard_oom_kills", "OOM kills seen.", value=now.oom_kills)
+        memory = GaugeMetricFamily(
+            "oomguard_memory_bytes", "Memory in use, by scope.", labels=["scope"]
+        )
+        memory.add_metric(["job"], now.job_bytes)
+        memory.add_metric(["worker"], now.worker_bytes)
+        memory.add_metric(["supervisor"], now.supervisor_bytes)
+        yield memory
+        yield GaugeMetricFamily(
+            "oomguard_memory_budget_bytes", "The job's memory cap.", value=now.budget_bytes
+        )
+        summary = Metric("oomguard_batch_seconds", "Batch attempt duration.", "summary")
+        if BATCH_SECONDS in self.registry.labels():
+            for q in QUANTILES:
+                value = self.registry.quantile(BATCH_SECONDS, q)
+                if value is not None:
+                    summary.add_sample("oomguard_batch_seconds", {"quantile": str(q)}, value)
+            summary.add_sample(
+                "oomguard_batch_seconds_count", {}, self.registry.count(BATCH_SECONDS)
+            )
+            summary.add_sample("oomguard_batch_seconds_sum", {}, self.registry.sum(BATCH_SECONDS))
+        else:
+            summary.add_sample("oomguard_batch_seconds_count", {}, 0)
+            summary.add_sample("oomguard_batch_seconds_sum", {}, 0.0)
+        yield summary
+        yield GaugeMetricFamily(
+            "oomguard_metrics_sketch_bytes",
+            "Bytes held by oomguard's metrics registry.",
+            value=self.registry.memory_bytes(),
+        )
+        yield CounterMetricFamily(
+            "oomguard_label_overflow",
+            "Values folded into the overflow label.",
+            value=self.registry.overflow_total,
+        )
+        yield CounterMetricFamily(
+            "oomguard_backend_restarts", "Model backend restarts.", value=now.backend_restarts
+        )
+
+
+def build_registry(numbers: Callable[[], RunNumbers], registry: Registry) -> Any:
+    """A prometheus_client CollectorRegistry with ours and the standard process metrics."""
+    from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+
+    collectors = CollectorRegistry(auto_describe=False)
+    ProcessCollector(registry=collectors)
+    PlatformCollector(registry=collectors)
+    collectors.register(OomguardCollector(numbers, registry))
+    return collectors
+
+
+class Exporter:
+    """The HTTP endpoint; ``close()`` stops it."""
+
+    def __init__(
+        self,
+        numbers: Callable[[], RunNumbers],
+        registry: Registry,
+        port: int,
+        addr: str = "127.0.0.1",
+    ) -> None:
+        from prometheus_client import start_http_server
+
+        self.collectors = build_registry(numbers, registry)
+        self._server, self._thread = start_http_server(port, addr=addr, registry=self.collectors)
+        self.port = self._server.server_port
+        self.addr = addr
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
