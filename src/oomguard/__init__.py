@@ -17,6 +17,8 @@ _EXPORTS = {
     "JobConfig": "oomguard.engine.config",
     "RunResult": "oomguard.engine.job",
     "Status": "oomguard.engine.classify",
+    "BackendConfig": "oomguard.backends.config",
+    "worker_context": "oomguard.engine.context",
     "Limiter": "oomguard.limits",
     "LimiterUnavailable": "oomguard.errors",
     "MemoryGroup": "oomguard.limits",
@@ -31,6 +33,7 @@ _EXPORTS = {
 
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = [
+    "BackendConfig",
     "CgroupError",
     "CgroupPermissionError",
     "ConfigError",
@@ -50,11 +53,14 @@ __all__ = [
     "format_size",
     "open_limiter",
     "parse_size",
+    "worker_context",
 ]
 
 if TYPE_CHECKING:
+    from oomguard.backends.config import BackendConfig
     from oomguard.engine.classify import Status
     from oomguard.engine.config import JobConfig
+    from oomguard.engine.context import worker_context
     from oomguard.engine.job import Job, RunResult
     from oomguard.errors import (
         CgroupError,

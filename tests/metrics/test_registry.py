@@ -90,6 +90,21 @@ def test_budget_is_never_exceeded_and_the_accounting_is_honest() -> None:
     assert registry.overflow_labels > 0
 
 
+def test_a_full_budget_drops_sketch_values_but_never_raises_or_loses_totals() -> None:
+    registry = Registry("512KiB", windows=60)
+    now = 0.0
+    registry.clock = lambda: now
+    rng = np.random.default_rng(9)
+    for minute in range(120):
+        now = minute * 60.0
+        for label in range(10):
+            registry.record_many(f"route-{label}", rng.lognormal(0, 3, 100))
+            registry.record(f"route-{label}", 1.0)
+        assert registry.memory_bytes() <= registry.budget
+    assert sum(registry.count(name) for name in registry.labels()) == 120 * 10 * 101
+    assert registry.quantile("route-0", 0.5) is not None
+
+
 def test_overflow_keeps_totals_exact() -> None:
     registry = Registry("256KiB", windows=2)
     total, expected_sum = 0, 0.0
@@ -224,15 +239,27 @@ def test_the_grafana_dashboard_only_asks_for_metrics_the_exporter_serves() -> No
     import re
     from pathlib import Path
 
-    dashboard = json.loads((Path(__file__).parents[2] / "examples/grafana/oomguard-dashboard.json").read_text())
-    wanted = {name for panel in dashboard["panels"] for target in panel["targets"]
-              for name in re.findall(r"\b(?:oomguard|process)_[a-z_]+", target["expr"])}
+    dashboard = json.loads(
+        (Path(__file__).parents[2] / "examples/grafana/oomguard-dashboard.json").read_text()
+    )
+    wanted = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\b(?:oomguard|process)_[a-z_]+", target["expr"])
+    }
     registry = Registry("1MiB", windows=0)
     registry.record("batch_seconds", 1.0)
     exporter = Exporter(lambda: RunNumbers(items={"success": 1}), registry, port=0)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{exporter.port}/metrics", timeout=10) as response:
-            served = {s.name for f in text_string_to_metric_families(response.read().decode()) for s in f.samples}
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{exporter.port}/metrics", timeout=10
+        ) as response:
+            served = {
+                s.name
+                for f in text_string_to_metric_families(response.read().decode())
+                for s in f.samples
+            }
     finally:
         exporter.close()
     assert wanted <= served, wanted - served

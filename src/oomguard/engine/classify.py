@@ -51,6 +51,14 @@ def mentions_out_of_memory(text: str) -> bool:
     return any(pattern.search(text) for pattern in MEMORY_ERROR_PATTERNS)
 
 
+def classify_text(error: dict[str, str]) -> Status:
+    """The status of an error as the worker reported it (``type`` and ``message``)."""
+    text = f"{error.get('type', '')}: {error.get('message', '')}"
+    if error.get("type") == "MemoryError" or mentions_out_of_memory(text):
+        return Status.MEMORY_ERROR
+    return Status.ERROR
+
+
 def classify_exception(exc: BaseException) -> Status:
     """``memory_error`` for MemoryError or an out-of-memory message, else ``error``."""
     if isinstance(exc, MemoryError):

@@ -45,6 +45,7 @@ class JobConfig:
     commit_interval: float = 0.25  # seconds between journal checkpoints (grouped commits)
     metrics_port: int | None = None  # serve Prometheus metrics on this port (off by default)
     metrics_addr: str = "127.0.0.1"  # and this address: loopback unless told otherwise
+    backend: Any = None  # a BackendConfig (or its dict) for a model server the workers call
 
     def validate(self) -> None:
         def positive(name: str, value: float | None, allow_none: bool = False) -> None:
@@ -73,6 +74,12 @@ class JobConfig:
             raise ConfigError(
                 f"invalid limiter {self.limiter!r}: expected one of {', '.join(MODES)}"
             )
+        if isinstance(self.backend, dict):
+            from oomguard.backends.config import BackendConfig
+
+            self.backend = BackendConfig.from_dict(self.backend)
+        elif self.backend is not None:
+            self.backend.validate()
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(
                 f"invalid log_format {self.log_format!r}: expected one of {', '.join(LOG_FORMATS)}"

@@ -34,12 +34,16 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
+from oomguard.backends.errors import means_backend_failure
+from oomguard.backends.supervisor import BackendFailed, BackendSupervisor
+from oomguard.engine.aimd import Aimd
 from oomguard.engine.artifacts import MemoryLog, open_private, write_dmesg_excerpt, write_json
-from oomguard.engine.classify import Status
+from oomguard.engine.classify import Status, classify_text
 from oomguard.engine.config import JobConfig
 from oomguard.engine.items import Batch, Item
 from oomguard.engine.monitor import Monitor, WorkerView
 from oomguard.engine.pool import WorkerHandle, close_worker, start_worker
+from oomguard.engine.pressure import assess
 from oomguard.engine.progress import Progress, Snapshot
 from oomguard.engine.recovery import (
     Decision,
@@ -56,7 +60,9 @@ from oomguard.journal.ranges import RangeSet
 from oomguard.journal.store import Checkpoint, Journal
 from oomguard.limits.base import Limiter, MemoryGroup, OomEvent
 from oomguard.limits.process import protect_supervisor
+from oomguard.memory.gpu import read_gpus
 from oomguard.memory.kernel_log import find_oom_kills, read_kernel_log
+from oomguard.memory.system import read_system_memory
 from oomguard.metrics.exporter import BATCH_SECONDS, Exporter, RunNumbers
 from oomguard.metrics.registry import Registry
 from oomguard.sizes import mib
@@ -130,6 +136,7 @@ class Counters:
     attempts: collections.Counter[str] = field(default_factory=collections.Counter)
     oom_kills: int = 0
     bystanders: int = 0
+    backend_failures: int = 0
     retries: int = 0
     bisections: int = 0
     alone_runs: int = 0
@@ -236,6 +243,14 @@ class Supervisor:
         # batch latency and per-item memory cost, in a fixed budget (12 one-minute windows)
         self.metrics = Registry("4MiB", windows=12, window_seconds=60.0)
         self.exporter: Exporter | None = None
+        self.backend: BackendSupervisor | None = None
+        # graceful degradation after backend OOMs: fewer in flight, smaller batches
+        self.concurrency = Aimd(ceiling=config.workers)
+        self.batch_limit = Aimd(ceiling=config.batch_size)
+        self.backend_oom_at = 0.0
+        self.pressure: tuple[str, str] = ("normal", "")
+        self.pressure_checked = 0.0
+        self.backend_events_seen: list[dict[str, Any]] = []
         self.last_checkpoint = time.monotonic()
         self.staged_quarantine: list[tuple[int, str, dict[str, Any]]] = []
         self.staged_attempts: list[dict[str, Any]] = []
@@ -287,6 +302,10 @@ class Supervisor:
             self.exporter = Exporter(
                 self.run_numbers, self.metrics, self.config.metrics_port, self.config.metrics_addr
             )
+        if self.config.backend is not None:
+            self.backend = BackendSupervisor(self.config.backend, self.limiter, self.run_dir)
+            self.backend.start()  # blocks until healthy: no work before the backend answers
+            self.add_event({"time": time.time(), "event": "backend_ready"})
         for slot in range(self.config.workers):
             self.start_slot(slot)
         self.wait_for_first_worker()
@@ -324,9 +343,13 @@ class Supervisor:
     def wait_and_handle(self) -> None:
         assert self.reader is not None
         watched: list[Any] = [self.limiter.events, self.reader]
+        if self.backend is not None:
+            watched.append(self.backend.fileno())
         for handle in self.workers.values():
             watched += [handle.conn, handle.pidfd]
         ready = wait(watched, timeout=self.next_timeout())
+        if self.backend is not None and self.backend.fileno() in ready:
+            self.handle_backend_change()
         self.handle_oom_events()
         for handle in list(self.workers.values()):
             if handle.conn in ready:
@@ -357,9 +380,13 @@ class Supervisor:
         return next((w for w in self.workers.values() if w.state == "idle"), None)
 
     def dispatch(self) -> None:
+        if self.backend is not None and not self.backend.ready:
+            return  # paused: the backend is restarting
         while True:
             worker = self.idle_worker()
             if worker is None:
+                return
+            if self.in_flight() >= self.concurrency.limit:
                 return
             if self.alone:
                 # the whole budget for one batch: wait until nothing else runs
@@ -377,7 +404,8 @@ class Supervisor:
         assert self.reader is not None
         self.reader.drain_wakeups()
         config = self.config
-        while not self.source_done and len(self.open_items) < config.batch_size:
+        batch_size = self.batch_limit.limit
+        while not self.source_done and len(self.open_items) < batch_size:
             try:
                 item = self.reader.queue.get_nowait()
             except queue.Empty:
@@ -409,7 +437,7 @@ class Supervisor:
             self.open_bytes += item.size
         if not self.open_items:
             return None
-        full = len(self.open_items) >= config.batch_size or self.open_bytes >= config.max_bytes
+        full = len(self.open_items) >= batch_size or self.open_bytes >= config.max_bytes
         old = time.monotonic() - self.open_since >= config.max_wait_ms / 1000
         if full or old or self.source_done:
             return self.close_open_batch()
@@ -436,7 +464,10 @@ class Supervisor:
         except OSError:
             worker.usage_at_start = 0
         try:
-            worker.conn.send(("batch", batch.batch_id, [(i.index, i.value) for i in batch.items]))
+            extra = {"pressure": self.current_pressure(), "attempt": batch.attempt}
+            worker.conn.send(
+                ("batch", batch.batch_id, [(i.index, i.value) for i in batch.items], extra)
+            )
         except (BrokenPipeError, ConnectionResetError):
             pass  # it is dying: its pidfd will tell, and the batch is retried uncounted
 
@@ -495,6 +526,9 @@ class Supervisor:
         batch = handle.batch
         assert batch is not None
         peak = self.batch_peak(handle)
+        if handle.batch_failure is not None and self.is_backend_failure(handle.batch_failure[1]):
+            self.backend_failed_batch(handle, batch, handle.batch_failure[1], peak)
+            return
         if handle.batch_failure is not None:
             status, error = handle.batch_failure
             self.record_attempt(handle, Status(status), peak, error=error)
@@ -508,7 +542,21 @@ class Supervisor:
             return
         self.commit(handle.records)
         worst = Status.SUCCESS
+        backend_lost = [f for f in handle.item_failures if self.is_backend_failure(f[2])]
+        if backend_lost:
+            lost = {index for index, _, _ in backend_lost}
+            self.apply(
+                retry_uncounted(batch.only([i for i in batch.items if i.index in lost])),
+                Status.BACKEND_FAILURE,
+                backend_lost[0][2],
+            )
+            self.counters.backend_failures += len(lost)
+            assert self.backend is not None
+            self.backend.report_failure(str(backend_lost[0][2].get("message", "")))
+            worst = Status.BACKEND_FAILURE
         for index, status, error in handle.item_failures:
+            if worst is Status.BACKEND_FAILURE and any(index == b[0] for b in backend_lost):
+                continue
             item = next(i for i in batch.items if i.index == index)
             failure = Status(status)
             worst = failure if worst is Status.SUCCESS else worst
@@ -519,6 +567,9 @@ class Supervisor:
         first_error = handle.item_failures[0][2] if handle.item_failures else None
         self.record_attempt(handle, worst, peak, error=first_error, stats=stats)
         handle.batches_done += 1
+        if worst is Status.SUCCESS and self.backend is not None:
+            self.concurrency.success()
+            self.batch_limit.success()
         handle.reset_batch()
         handle.state = "idle"
 
@@ -665,6 +716,56 @@ class Supervisor:
             self.counters.bisections += 1
         for item in decision.quarantine:
             self.quarantine_item(item, status, evidence, batch=None)
+
+    def is_backend_failure(self, error: dict[str, Any] | None) -> bool:
+        if self.backend is None or not error:
+            return False
+        return means_backend_failure(f"{error.get('type', '')}: {error.get('message', '')}") or (
+            Status.MEMORY_ERROR is classify_text(error)
+        )
+
+    def backend_failed_batch(
+        self, handle: WorkerHandle, batch: Batch, error: dict[str, Any], peak: int | None
+    ) -> None:
+        """The whole batch failed because the backend did: requeue it, uncounted."""
+        self.record_attempt(handle, Status.BACKEND_FAILURE, peak, error=error)
+        handle.reset_batch()
+        handle.state = "idle"
+        self.apply(retry_uncounted(batch), Status.BACKEND_FAILURE, error)
+        self.counters.backend_failures += len(batch.items)
+        assert self.backend is not None
+        self.backend.report_failure(str(error.get("message", "")))
+
+    def handle_backend_change(self) -> None:
+        backend = self.backend
+        assert backend is not None
+        backend.drain()
+        for event in backend.recent_events()[len(self.backend_events_seen) :]:
+            self.backend_events_seen.append(event)
+            self.add_event(event)
+            if event["event"] == "backend_oom_killed":
+                self.backend_oom_at = time.monotonic()
+                self.concurrency.decrease()
+                self.batch_limit.decrease()
+                self.add_event(
+                    {
+                        "time": time.time(),
+                        "event": "degrade",
+                        "in_flight_limit": self.concurrency.limit,
+                        "batch_size": self.batch_limit.limit,
+                    }
+                )
+        if backend.state == "failed":
+            raise BackendFailed(backend.failure or "the backend failed")
+
+    def current_pressure(self) -> tuple[str, str]:
+        now = time.monotonic()
+        if now - self.pressure_checked >= 1.0:
+            self.pressure_checked = now
+            recent = self.backend_oom_at > 0 and now - self.backend_oom_at < 60
+            pressure = assess(read_system_memory(), read_gpus(), backend_oom_recently=recent)
+            self.pressure = (pressure.level, pressure.reason)
+        return self.pressure
 
     def handle_oom_events(self) -> None:
         events: list[OomEvent] = self.limiter.events.drain()
@@ -838,6 +939,7 @@ class Supervisor:
             worker_bytes=workers,
             supervisor_bytes=supervisor,
             budget_bytes=self.memory,
+            backend_restarts=self.backend.restarts if self.backend is not None else 0,
         )
 
     def report_progress(self) -> None:
@@ -862,6 +964,11 @@ class Supervisor:
         end_wall = time.time()
         if self.exporter is not None:
             self.exporter.close()
+        if self.backend is not None:
+            try:
+                self.backend.close()
+            except Exception:
+                pass
         for step in (self.stop_workers, self._stop_reader):
             try:
                 step()
@@ -955,6 +1062,14 @@ class Supervisor:
             "batch_seconds": self._quantiles(BATCH_SECONDS, 1.0),
             "item_cost_mb": self._quantiles("item_cost_bytes", 1 / 2**20),
             "metrics_bytes": self.metrics.memory_bytes(),
+            "backend": None
+            if self.backend is None
+            else {
+                "restarts": self.backend.restarts,
+                "oom_kills": self.backend.oom_kills,
+                "failed_requests_requeued": self.counters.backend_failures,
+                "failure": self.backend.failure,
+            },
             "events": self.events[-200:],
         }
 

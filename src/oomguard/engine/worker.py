@@ -6,7 +6,8 @@ it into its cgroup, so everything the user's code allocates is charged to that c
 
 Protocol (pickled tuples over a multiprocessing Connection):
 
-    supervisor -> worker   ("init", spec) | ("batch", batch_id, [(index, value), ...]) | ("stop",)
+    supervisor -> worker   ("init", spec) | ("batch", batch_id, [(index, value), ...], extra)
+                           | ("stop",)    extra: {"pressure": (level, reason), "attempt": n}
     worker -> supervisor   ("ready", pid) | ("fatal", message)
                            ("item", batch_id, index, status, value, line, error)
                            ("done", batch_id, stats)
@@ -32,6 +33,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from oomguard.engine.classify import Status, classify_exception
+from oomguard.engine.context import Pressure, WorkerContext, set_context
 from oomguard.limits.process import WORKER_OOM_SCORE_ADJ, apply_rlimit_as, set_oom_score_adj
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -133,7 +135,12 @@ class WorkerLoop:
             message = self.conn.recv()
             if message[0] == "stop":
                 return
-            _, batch_id, items = message
+            _, batch_id, items, extra = message
+            set_context(
+                WorkerContext(
+                    Pressure(*extra["pressure"]), batch_id=batch_id, attempt=extra["attempt"]
+                )
+            )
             rss_before = current_rss()
             if self.batched:
                 self.run_batch(batch_id, items)

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 
 from oomguard.errors import ConfigError
-from oomguard.metrics.sketch import DEFAULT_MAX_BINS, MIN_POSITIVE, QuantileSketch
+from oomguard.metrics.sketch import DEFAULT_MAX_BINS, MIN_POSITIVE, BudgetExhausted, QuantileSketch
 from oomguard.sizes import parse_size
 
 OVERFLOW = "__overflow__"
@@ -115,6 +115,8 @@ class Registry:
         self._multiplier = QuantileSketch(relative_accuracy).multiplier
         self.overflow_total = 0  # values folded into the overflow label
         self.overflow_labels = 0  # distinct labels refused or evicted
+        # values a sketch could not take because the budget was full (totals still count them)
+        self.dropped = 0
         self._labels: collections.OrderedDict[str, _Label] = collections.OrderedDict()
         self._lock = threading.Lock()
         # the overflow label is reserved up front, so there is always somewhere to count
@@ -141,6 +143,10 @@ class Registry:
         return QuantileSketch(self.relative_accuracy, self.max_bins, self.accountant)
 
     def _new_label(self) -> _Label | None:
+        # admit only with headroom for the first bins of its cumulative sketch
+        headroom = 64 * 8 if self.percentiles == "on" else 0
+        if self.accountant.used + self.label_cost + headroom > self.budget:
+            return None
         if not self.accountant.reserve(self.label_cost):
             return None
         label = _Label()
@@ -238,17 +244,20 @@ class Registry:
             if weight > 1 and slot.seen % weight:
                 return
             window = self._window(slot) if slot.windows else None
-            if value > 0:
-                index = math.ceil(
-                    math.log(value if value > MIN_POSITIVE else MIN_POSITIVE) * self._multiplier
-                )
-                slot.cumulative.add_indexed(value, index, weight)
-                if window is not None:
-                    window.add_indexed(value, index, weight)
-            else:
-                slot.cumulative.add(value, weight)
-                if window is not None:
-                    window.add(value, weight)
+            try:
+                if value > 0:
+                    index = math.ceil(
+                        math.log(value if value > MIN_POSITIVE else MIN_POSITIVE) * self._multiplier
+                    )
+                    slot.cumulative.add_indexed(value, index, weight)
+                    if window is not None:
+                        window.add_indexed(value, index, weight)
+                else:
+                    slot.cumulative.add(value, weight)
+                    if window is not None:
+                        window.add(value, weight)
+            except BudgetExhausted:
+                self.dropped += weight
 
     def record_many(self, label: str, values: Iterable[float] | np.ndarray[Any, Any]) -> None:
         array = np.asarray(
@@ -270,10 +279,13 @@ class Registry:
             start = (-slot.seen) % self.sample_every
             slot.seen += int(array.size)
             kept = array[start :: self.sample_every] if self.sample_every > 1 else array
-            slot.cumulative.add_many(kept, self.sample_every)
-            window = self._window(slot)
-            if window is not None:
-                window.add_many(kept, self.sample_every)
+            for sketch in (slot.cumulative, self._window(slot)):
+                if sketch is None:
+                    continue
+                try:
+                    sketch.add_many(kept, self.sample_every)
+                except BudgetExhausted:
+                    self.dropped += int(kept.size) * self.sample_every
 
     # ------------------------------------------------------------- reading
 

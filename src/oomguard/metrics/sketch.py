@@ -30,6 +30,10 @@ DEFAULT_MAX_BINS = 2048  # 1% accuracy over ~18 orders of magnitude before any c
 MIN_POSITIVE = 1e-12  # smaller positive values count in the lowest bucket
 
 
+class BudgetExhausted(MemoryError):
+    """Not one more bin fits in the budget (the registry drops the value from this sketch)."""
+
+
 class ByteBudget(Protocol):
     def reserve(self, nbytes: int) -> bool: ...
 
@@ -176,10 +180,12 @@ class QuantileSketch:
         size = len(self._counts)
         if size == 0:
             want = min(self.max_bins, _round_up(high - low + 1))
-            if not self._budget.reserve(want * 8):
-                want = 1 if self._budget.reserve(8) else 0
-                if want == 0:
-                    raise MemoryError("the metrics budget cannot hold one more bin")
+            for fallback in (want, CHUNK, 8, 1):
+                if fallback <= want and self._budget.reserve(fallback * 8):
+                    want = fallback
+                    break
+            else:
+                raise BudgetExhausted("the metrics budget cannot hold one more bin")
             self._set(np.zeros(want, dtype=np.int64))
             self._offset = high - want + 1 if high - low + 1 > want else low
             return

@@ -16,6 +16,15 @@ def main(argv: list[str]) -> int:
     fd = int(argv[0])
     os.read(fd, 1)  # returns when the harness writes or closes its end
     os.close(fd)
+    # a protected supervisor (oom_score_adj -1000) must not pass its immunity on: a cgroup
+    # whose every task is unkillable hangs at its limit instead of killing
+    try:
+        with open("/proc/self/oom_score_adj", "r+") as adj:
+            if int(adj.read()) < 0:
+                adj.seek(0)
+                adj.write("0")
+    except (OSError, ValueError):
+        pass
     command = argv[1:]
     try:
         os.execvp(command[0], command)  # noqa: S606 - an argv list, never a shell

@@ -1,0 +1,45 @@
+"""What user code may ask of oomguard from inside a worker: the memory pressure right now.
+
+    from oomguard import worker_context
+
+    def answer(request):
+        if worker_context().pressure.level != "normal":
+            request = trim_history(request)   # seeds/001: trim the LLM context under pressure
+        ...
+
+The supervisor sends the pressure with every batch: ``normal``, ``elevated`` or
+``critical``, and why (system RAM low, GPU memory high, the backend restarting after OOM).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Level = Literal["normal", "elevated", "critical"]
+
+
+@dataclass(frozen=True)
+class Pressure:
+    level: Level = "normal"
+    reason: str = ""
+
+
+@dataclass
+class WorkerContext:
+    pressure: Pressure = field(default_factory=Pressure)
+    batch_id: int | None = None
+    attempt: int = 0
+
+
+_current = WorkerContext()
+
+
+def worker_context() -> WorkerContext:
+    """The context of the batch this worker is running (a default one outside oomguard)."""
+    return _current
+
+
+def set_context(context: WorkerContext) -> None:
+    global _current  # noqa: PLW0603 - one context per worker process, by design
+    _current = context
