@@ -62,6 +62,7 @@ from oomguard.limits.base import Limiter, MemoryGroup, OomEvent
 from oomguard.limits.process import protect_supervisor
 from oomguard.memory.gpu import read_gpus
 from oomguard.memory.kernel_log import find_oom_kills, read_kernel_log
+from oomguard.memory.own import own_rss
 from oomguard.memory.system import read_system_memory
 from oomguard.metrics.exporter import BATCH_SECONDS, Exporter, RunNumbers
 from oomguard.metrics.registry import Registry
@@ -926,12 +927,7 @@ class Supervisor:
                     workers += view.group.read().usage
                 except OSError:
                     continue
-        supervisor = 0
-        try:
-            with open("/proc/self/statm") as statm:
-                supervisor = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except OSError:
-            pass
+        supervisor = own_rss()
         return RunNumbers(
             items={"success": self.counters.succeeded, **self.counters.quarantined},
             oom_kills=self.counters.oom_kills,

@@ -35,8 +35,7 @@ from typing import Any
 from oomguard.engine.classify import Status, classify_exception
 from oomguard.engine.context import Pressure, WorkerContext, set_context
 from oomguard.limits.process import WORKER_OOM_SCORE_ADJ, apply_rlimit_as, set_oom_score_adj
-
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+from oomguard.memory.own import own_rss
 
 
 def resolve_function(spec: str) -> Callable[..., Any]:
@@ -58,11 +57,6 @@ def resolve_function(spec: str) -> Callable[..., Any]:
     if not callable(target):
         raise TypeError(f"{spec} is not callable")
     return target  # type: ignore[no-any-return]
-
-
-def current_rss() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * PAGE_SIZE
 
 
 def error_payload(exc: BaseException) -> dict[str, str]:
@@ -141,14 +135,14 @@ class WorkerLoop:
                     Pressure(*extra["pressure"]), batch_id=batch_id, attempt=extra["attempt"]
                 )
             )
-            rss_before = current_rss()
+            rss_before = own_rss()
             if self.batched:
                 self.run_batch(batch_id, items)
             else:
                 self.run_items(batch_id, items)
             stats = {
                 "rss_before": rss_before,
-                "rss_after": current_rss(),
+                "rss_after": own_rss(),
                 "max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             }
             self.conn.send(("done", batch_id, stats))

@@ -80,3 +80,16 @@ def read_pressure(path: Path = PSI_MEMORY) -> MemoryPressure | None:
         return parse_pressure(path.read_text())
     except (OSError, KeyError, ValueError):
         return None
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The processor's model name, for bug reports."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()

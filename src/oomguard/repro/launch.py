@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import sys
 
+from oomguard.limits.process import read_oom_score_adj, set_oom_score_adj
+
 
 def main(argv: list[str]) -> int:
     fd = int(argv[0])
@@ -18,13 +20,9 @@ def main(argv: list[str]) -> int:
     os.close(fd)
     # a protected supervisor (oom_score_adj -1000) must not pass its immunity on: a cgroup
     # whose every task is unkillable hangs at its limit instead of killing
-    try:
-        with open("/proc/self/oom_score_adj", "r+") as adj:
-            if int(adj.read()) < 0:
-                adj.seek(0)
-                adj.write("0")
-    except (OSError, ValueError):
-        pass
+    current = read_oom_score_adj()
+    if current is not None and current < 0:
+        set_oom_score_adj(0)
     command = argv[1:]
     try:
         os.execvp(command[0], command)  # noqa: S606 - an argv list, never a shell

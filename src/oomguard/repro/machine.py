@@ -8,17 +8,7 @@ from typing import Any
 
 from oomguard.memory.cgroups import detect_setup
 from oomguard.memory.gpu import read_gpus
-from oomguard.memory.system import read_system_memory
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from oomguard.memory.system import cpu_model, read_system_memory
 
 
 def os_release() -> str:

@@ -16,14 +16,13 @@ import json
 import sys
 from typing import Any
 
+from oomguard.memory.own import own_rss
+
 MiB = 1 << 20
 
 
 def rss() -> int:
-    with open("/proc/self/statm") as statm:
-        import os
-
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return own_rss()
 
 
 def malloc_trim() -> bool:
