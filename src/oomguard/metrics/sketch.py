@@ -111,21 +111,18 @@ class QuantileSketch:
 
     def add(self, value: float, weight: int = 1) -> None:
         """Record ``value`` (``weight`` times: sampling counts each kept value N times)."""
+        if value > 0:
+            self.add_indexed(
+                value, math.ceil(math.log(max(value, MIN_POSITIVE)) * self._multiplier), weight
+            )
+            return
         self.count += weight
         self.sum += value * weight
         if value < self.min:
             self.min = value
         if value > self.max:
             self.max = value
-        if value <= 0:
-            self.nonpositive += weight
-            return
-        index = math.ceil(math.log(max(value, MIN_POSITIVE)) * self._multiplier)
-        position = index - self._offset
-        if 0 <= position < len(self._view):
-            self._view[position] += weight
-        else:
-            self._add_outside(index, weight)
+        self.nonpositive += weight
 
     def add_indexed(self, value: float, index: int, weight: int) -> None:
         """``add`` for a positive value whose bucket index the caller computed (hot path)."""
