@@ -30,14 +30,14 @@ def run_job(tmp_path: Path) -> Callable[..., tuple[RunResult, list[dict[str, Any
     """Run a job over ``items`` into tmp_path; returns the result and the output lines."""
 
     def run(
-        items: list[Any], function: str = WORK, **options: Any
+        items: list[Any], function: str = WORK, name: str = "run", **options: Any
     ) -> tuple[RunResult, list[dict[str, Any]]]:
-        source = write_jsonl(tmp_path / "items.jsonl", items)
-        out = tmp_path / "out.jsonl"
+        source = write_jsonl(tmp_path / f"{name}-items.jsonl", items)
+        out = tmp_path / f"{name}-out.jsonl"
         options.setdefault("log_format", "quiet")
         options.setdefault("workers", 2)
         options.setdefault("memory", "512m")
-        result = Job(function, source=source, sink=out, run_dir=tmp_path / "run", **options).run()
+        result = Job(function, source=source, sink=out, run_dir=tmp_path / name, **options).run()
         return result, read_output(out) if out.exists() else []
 
     return run

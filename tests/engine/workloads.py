@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 MiB = 1024 * 1024
+LEAKED: list[bytearray] = []  # what the "leak" items keep, as a leaky library would
 
 
 def allocate(mb: int) -> bytearray:
@@ -31,6 +32,16 @@ def work(item: dict[str, Any]) -> Any:
         block = allocate(item["mb"])
         touch(block)
         return {"mb": item["mb"]}
+    if kind == "hold":
+        block = allocate(item["mb"])
+        touch(block)
+        time.sleep(item["seconds"])  # the work takes a while with its memory held
+        return {"mb": item["mb"]}
+    if kind == "leak":
+        block = allocate(item["mb"])
+        touch(block)
+        LEAKED.append(block)
+        return {"leaked_mb": len(LEAKED) * item["mb"]}
     if kind == "slow":
         time.sleep(item["seconds"])  # the workload is slow by nature; no test waits on it
         return {"slow": True}

@@ -46,6 +46,24 @@ class JobConfig:
     metrics_port: int | None = None  # serve Prometheus metrics on this port (off by default)
     metrics_addr: str = "127.0.0.1"  # and this address: loopback unless told otherwise
     backend: Any = None  # a BackendConfig (or its dict) for a model server the workers call
+    # admission (engine/admission.py holds the policy; these are its knobs)
+    admission: bool = True  # dispatch by predicted memory; False: every idle worker gets work
+    target: float = 0.80  # predicted in-flight memory stays under this share of the job's cap
+    high_water: float = 0.85  # real usage at this share pauses intake until back under target
+    psi_threshold: float = 40.0  # or PSI memory "some avg10" (%) at this level pauses intake
+    max_in_flight: int | None = None  # an upper cap on batches in flight [default: workers]
+    # worker hygiene
+    max_batches_per_worker: int | None = None  # recycle a worker after this many batches
+    recycle_rss_growth: int = (
+        256 * 1024 * 1024
+    )  # or when its RSS grew this much over its first batch
+    malloc_arena_max: int | None = (
+        2  # MALLOC_ARENA_MAX for workers: fewer arenas, less fragmentation
+    )
+    malloc_trim_threshold: int | None = 128 * 1024  # MALLOC_TRIM_THRESHOLD_ for workers
+    trim: bool = True  # malloc_trim(0) after each batch (glibc; skipped under jemalloc)
+    # group semantics (seeds/004): an OOM kill of one worker restarts them all
+    group: bool = False
 
     def validate(self) -> None:
         def positive(name: str, value: float | None, allow_none: bool = False) -> None:
@@ -68,6 +86,12 @@ class JobConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ConfigError(f"invalid {name} {value!r}: expected a whole number >= 0")
+        if not 0.0 < self.target <= self.high_water <= 1.0:
+            raise ConfigError(
+                f"invalid target {self.target!r} / high_water {self.high_water!r}: expected 0 < target <= high_water <= 1"
+            )
+        positive("max_in_flight", self.max_in_flight, allow_none=True)
+        positive("max_batches_per_worker", self.max_batches_per_worker, allow_none=True)
         if not 0.0 < self.alone_fraction <= 1.0:
             raise ConfigError(f"invalid alone_fraction {self.alone_fraction!r}: expected (0, 1]")
         if self.limiter not in MODES:
@@ -86,7 +110,15 @@ class JobConfig:
             )
 
 
-SIZE_KEYS = ("memory", "max_bytes", "worker_memory", "parquet_buffer_bytes", "rlimit_as")
+SIZE_KEYS = (
+    "memory",
+    "max_bytes",
+    "worker_memory",
+    "parquet_buffer_bytes",
+    "rlimit_as",
+    "recycle_rss_growth",
+    "malloc_trim_threshold",
+)
 CONFIG_KEYS = {f.name for f in fields(JobConfig)} | {"source", "sink", "input", "output", "run_dir"}
 
 

@@ -52,6 +52,7 @@ class Monitor:
         self.peak_cgroup = 0
         self.peak_gpu = 0
         self.last_cgroup = 0
+        self.last_psi: float | None = None
         self.started = time.time()
         self._history: dict[int, collections.deque[tuple[float, int, int]]] = {}
         self._lock = threading.Lock()
@@ -107,6 +108,7 @@ class Monitor:
         self.peak_rss = max(self.peak_rss, rss)
         self.peak_cgroup = max(self.peak_cgroup, cgroup)
         self.last_cgroup = cgroup
+        self.last_psi = pressure.some.avg10 if pressure else None
         if gpu_used is not None:
             self.peak_gpu = max(self.peak_gpu, gpu_used)
         self.samples += 1

@@ -35,6 +35,9 @@ class WorkerHandle:
     started_at: float = 0.0
     started_wall: float = 0.0
     attempt_alone: bool = False  # the batch ran with the pool drained (as dispatched)
+    prediction: int = 0  # the admitted batch's predicted cost, bytes
+    first_rss: int | None = None  # RSS after its first batch: the leak check's reference
+    retiring: bool = False  # asked to stop (recycled); its exit is no failure
     deadline: float | None = None
     usage_at_start: int = 0
     records: list[Record] = field(default_factory=list)
@@ -70,6 +73,7 @@ def start_worker(
     generation: int,
     spec: dict[str, Any],
     worker_memory: int | None,
+    env: dict[str, str] | None = None,
 ) -> WorkerHandle:
     """Start a worker, move it into a fresh cgroup, then let it load the user's code."""
     group = limiter.create_group(f"w{slot}-{generation}", worker_memory, parent=job)
@@ -79,6 +83,7 @@ def start_worker(
             [sys.executable, "-m", "oomguard.engine.worker", str(theirs.fileno())],
             pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
         )
     except BaseException:
         ours.close()

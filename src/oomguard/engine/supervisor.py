@@ -36,6 +36,7 @@ from typing import Any
 
 from oomguard.backends.errors import means_backend_failure
 from oomguard.backends.supervisor import BackendFailed, BackendSupervisor
+from oomguard.engine.admission import Admission, AdmissionConfig
 from oomguard.engine.aimd import Aimd
 from oomguard.engine.artifacts import MemoryLog, open_private, write_dmesg_excerpt, write_json
 from oomguard.engine.classify import Status, classify_text
@@ -220,6 +221,7 @@ class Supervisor:
             "batched": config.batched,
             "encode_json": sink.wants_json,
             "sys_path": [os.getcwd(), *sys.path],
+            "trim": config.trim,
             "rlimit_as": config.rlimit_as,
         }
         self.writer: Sink | OrderedWriter = (
@@ -246,7 +248,20 @@ class Supervisor:
         self.exporter: Exporter | None = None
         self.backend: BackendSupervisor | None = None
         # graceful degradation after backend OOMs: fewer in flight, smaller batches
-        self.concurrency = Aimd(ceiling=config.workers)
+        self.concurrency = Aimd(ceiling=min(config.workers, config.max_in_flight or config.workers))
+        self.admission = Admission(
+            AdmissionConfig(
+                target=config.target,
+                high_water=config.high_water,
+                psi_some_avg10=config.psi_threshold,
+                enabled=config.admission,
+            ),
+            memory,
+        )
+        self.held: Batch | None = None  # formed, but not admitted yet
+        self.recycled = 0
+        self.trims = 0
+        self.group_restarts = 0
         self.batch_limit = Aimd(ceiling=config.batch_size)
         self.backend_oom_at = 0.0
         self.pressure: tuple[str, str] = ("normal", "")
@@ -285,7 +300,7 @@ class Supervisor:
     def setup(self) -> None:
         protect_supervisor()
         self.session = self.journal.begin_session()
-        self.job = self.limiter.create_group("job", self.memory)
+        self.job = self.limiter.create_group("job", self.memory, oom_group=self.config.group)
         capacity = max(256, 4 * self.config.workers * self.config.batch_size)
         self.reader = SourceReader(self.source, capacity, self.wanted)
         self.reader.start()
@@ -335,6 +350,7 @@ class Supervisor:
     def finished(self) -> bool:
         return (
             self.source_done
+            and self.held is None
             and not self.open_items
             and not self.pending
             and not self.alone
@@ -383,22 +399,66 @@ class Supervisor:
     def dispatch(self) -> None:
         if self.backend is not None and not self.backend.ready:
             return  # paused: the backend is restarting
+        self.check_pressure()
+        if self.admission.paused:
+            return
         while True:
             worker = self.idle_worker()
             if worker is None:
                 return
-            if self.in_flight() >= self.concurrency.limit:
-                return
+            in_flight = self.in_flight()
             if self.alone:
                 # the whole budget for one batch: wait until nothing else runs
-                if self.in_flight() == 0:
+                if in_flight == 0:
                     self.counters.alone_runs += 1
-                    self.send_batch(worker, self.alone.popleft())
+                    self.send_batch(worker, self.alone.popleft(), self.admission.predict(1, 0))
                 return
-            batch = self.pending.popleft() if self.pending else self.take_new_batch()
+            if in_flight >= self.concurrency.limit:
+                return
+            batch = self.next_batch()
             if batch is None:
                 return
-            self.send_batch(worker, batch)
+            prediction = self.admission.predict(len(batch.items), batch.size_bytes)
+            if not self.admission.admits(self.predicted_total(), prediction, in_flight):
+                self.held = batch  # it waits for memory, not for a worker
+                return
+            self.held = None
+            self.send_batch(worker, batch, prediction)
+
+    def next_batch(self) -> Batch | None:
+        if self.held is not None:
+            return self.held
+        if self.pending:
+            return self.pending.popleft()
+        return self.take_new_batch()
+
+    def predicted_total(self) -> int:
+        """Idle workers' memory now, plus each busy worker's start memory and predicted cost."""
+        total = 0
+        for handle in self.workers.values():
+            if handle.state == "busy":
+                total += handle.usage_at_start + handle.prediction
+                continue
+            try:
+                total += handle.group.read().usage
+            except OSError:
+                continue
+        return total
+
+    def check_pressure(self) -> None:
+        monitor = self.monitor
+        if monitor is None or not self.config.admission:
+            return
+        change = self.admission.update_pressure(monitor.last_cgroup, monitor.last_psi)
+        if change is not None:
+            self.add_event(
+                {
+                    "time": time.time(),
+                    "event": change,
+                    "usage_mb": mib(monitor.last_cgroup),
+                    "psi_some_avg10": monitor.last_psi,
+                }
+            )
 
     def take_new_batch(self) -> Batch | None:
         """Fill the open batch from the reader; hand it out when full, old or final."""
@@ -449,8 +509,9 @@ class Supervisor:
         self.open_items, self.open_bytes = [], 0
         return batch
 
-    def send_batch(self, worker: WorkerHandle, batch: Batch) -> None:
+    def send_batch(self, worker: WorkerHandle, batch: Batch, prediction: int = 0) -> None:
         batch.attempt += 1
+        worker.prediction = prediction
         worker.reset_batch()
         worker.batch = batch
         worker.state = "busy"
@@ -484,9 +545,22 @@ class Supervisor:
             self.generations[slot],
             self.spec,
             self.config.worker_memory,
+            self.worker_env(),
         )
         self.workers[slot] = handle
         self.counters.worker_starts += 1
+
+    def worker_env(self) -> dict[str, str]:
+        """Allocator settings for workers, unless the user set them already."""
+        env = {}
+        if self.config.malloc_arena_max is not None and "MALLOC_ARENA_MAX" not in os.environ:
+            env["MALLOC_ARENA_MAX"] = str(self.config.malloc_arena_max)
+        if (
+            self.config.malloc_trim_threshold is not None
+            and "MALLOC_TRIM_THRESHOLD_" not in os.environ
+        ):
+            env["MALLOC_TRIM_THRESHOLD_"] = str(self.config.malloc_trim_threshold)
+        return env
 
     def _worker_views(self) -> list[WorkerView]:
         return [WorkerView(w.slot, w.pid, w.group) for w in list(self.workers.values())]
@@ -568,11 +642,42 @@ class Supervisor:
         first_error = handle.item_failures[0][2] if handle.item_failures else None
         self.record_attempt(handle, worst, peak, error=first_error, stats=stats)
         handle.batches_done += 1
-        if worst is Status.SUCCESS and self.backend is not None:
+        if worst is Status.SUCCESS:
+            if peak is not None:
+                self.admission.costs.observe(
+                    len(batch.items), batch.size_bytes, max(0, peak - handle.usage_at_start)
+                )
             self.concurrency.success()
-            self.batch_limit.success()
+            if self.backend is not None:
+                self.batch_limit.success()
+        self.trims += bool(stats.get("trimmed"))
         handle.reset_batch()
         handle.state = "idle"
+        self.maybe_recycle(handle, stats)
+
+    def maybe_recycle(self, handle: WorkerHandle, stats: dict[str, int]) -> None:
+        """Retire a worker that did its share, or whose idle RSS grew (loky's leak check)."""
+        rss = int(stats.get("rss_after", 0))
+        if handle.first_rss is None:
+            handle.first_rss = rss
+        limit = self.config.max_batches_per_worker
+        reason = None
+        if limit is not None and handle.batches_done >= limit:
+            reason = f"{handle.batches_done} batches done"
+        elif rss - handle.first_rss > self.config.recycle_rss_growth:
+            reason = f"RSS grew {mib(rss - handle.first_rss)} MiB over its first batch"
+        if reason is None:
+            return
+        handle.retiring = True
+        handle.state = "retiring"
+        self.recycled += 1
+        self.add_event(
+            {"time": time.time(), "event": "recycle", "worker_pid": handle.pid, "reason": reason}
+        )
+        try:
+            handle.conn.send(("stop",))
+        except OSError:
+            handle.proc.kill()
 
     def handle_death(self, handle: WorkerHandle) -> None:
         """The pidfd says the worker is gone: classify, recover its batch, replace it."""
@@ -596,9 +701,23 @@ class Supervisor:
             self.commit(handle.records)
             if status is Status.OOM_KILLED:
                 self.counters.oom_kills += 1
-            self.recover(
-                handle, batch, status, evidence, died_alone=died_alone, bystander=bystander
-            )
+                if peak is not None:  # a lower bound of what it needed
+                    self.admission.costs.observe(
+                        len(batch.items), batch.size_bytes, max(0, peak - handle.usage_at_start)
+                    )
+                if not bystander:
+                    limit = self.concurrency.decrease()
+                    self.add_event(
+                        {"time": time.time(), "event": "concurrency", "in_flight_limit": limit}
+                    )
+            if handle.kill_reason == "group":
+                self.apply(retry_uncounted(batch), Status.WORKER_CRASH, evidence)
+            else:
+                self.recover(
+                    handle, batch, status, evidence, died_alone=died_alone, bystander=bystander
+                )
+            if status is Status.OOM_KILLED and self.config.group and handle.kill_reason != "group":
+                self.restart_group(handle)
         elif status is Status.OOM_KILLED:
             self.counters.oom_kills += 1
         if handle.state == "starting" and handle.batch is None and status is Status.WORKER_CRASH:
@@ -607,11 +726,23 @@ class Supervisor:
         if not self.finished():
             self.start_slot(handle.slot)
 
+    def restart_group(self, victim: WorkerHandle) -> None:
+        """seeds/004: one member OOM-killed, the whole group goes and comes back together."""
+        self.group_restarts += 1
+        self.add_event({"time": time.time(), "event": "group_restart", "victim_pid": victim.pid})
+        for other in list(self.workers.values()):
+            if other is not victim and other.proc.poll() is None:
+                other.kill_reason = "group"
+                other.proc.kill()
+
     def classify_death(self, handle: WorkerHandle) -> tuple[Status, dict[str, Any]]:
         code = handle.proc.returncode
         evidence: dict[str, Any] = {"worker_pid": handle.pid, "returncode": code}
         if code is not None and code < 0:
             evidence["signal"] = -code
+        if handle.kill_reason == "group":
+            evidence["group_restart"] = True
+            return Status.WORKER_CRASH, evidence
         if handle.kill_reason == "timeout":
             evidence["timeout_sec"] = self.config.timeout
             return Status.TIMEOUT, evidence
@@ -1058,6 +1189,16 @@ class Supervisor:
             "batch_seconds": self._quantiles(BATCH_SECONDS, 1.0),
             "item_cost_mb": self._quantiles("item_cost_bytes", 1 / 2**20),
             "metrics_bytes": self.metrics.memory_bytes(),
+            "admission": {
+                "enabled": self.config.admission,
+                "target": self.config.target,
+                "pauses": self.admission.pauses,
+                "in_flight_limit": self.concurrency.limit,
+                "cost_observations": self.admission.costs.observed,
+            },
+            "recycled_workers": self.recycled,
+            "malloc_trims": self.trims,
+            "group_restarts": self.group_restarts,
             "backend": None
             if self.backend is None
             else {

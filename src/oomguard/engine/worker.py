@@ -59,6 +59,23 @@ def resolve_function(spec: str) -> Callable[..., Any]:
     return target  # type: ignore[no-any-return]
 
 
+def malloc_trimmer() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, to give freed heap back to the OS after a batch; None under jemalloc."""
+    import ctypes
+    import ctypes.util
+
+    from oomguard.memory.allocator import jemalloc_loaded
+
+    if jemalloc_loaded():
+        return None
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    libc = ctypes.CDLL(name)
+    trim = getattr(libc, "malloc_trim", None)
+    return trim if callable(trim) else None
+
+
 def error_payload(exc: BaseException) -> dict[str, str]:
     return {
         "type": type(exc).__name__,
@@ -73,6 +90,7 @@ class WorkerLoop:
         self.function = resolve_function(spec["function"])
         self.batched: bool = spec["batched"]
         self.encode_json: bool = spec["encode_json"]
+        self.trim = malloc_trimmer() if spec.get("trim") else None
 
     def send_item(
         self, batch_id: int, index: int, status: Status, value: Any, error: dict[str, str] | None
@@ -140,10 +158,12 @@ class WorkerLoop:
                 self.run_batch(batch_id, items)
             else:
                 self.run_items(batch_id, items)
+            trimmed = self.trim is not None and bool(self.trim(0))
             stats = {
                 "rss_before": rss_before,
                 "rss_after": own_rss(),
                 "max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                "trimmed": trimmed,
             }
             self.conn.send(("done", batch_id, stats))
 

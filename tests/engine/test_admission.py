@@ -1,0 +1,118 @@
+"""Memory-aware admission, AIMD, worker hygiene and group restarts, for real where it matters."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+
+from oomguard.engine.admission import Admission, AdmissionConfig, CostModel
+from oomguard.engine.aimd import Aimd
+from oomguard.limits import CgroupLimiter
+from tests.engine.conftest import manifest
+
+MiB = 1024**2
+
+
+def test_admission_keeps_known_size_items_under_the_target(
+    cgroup_limiter: CgroupLimiter, run_job
+) -> None:
+    items = [{"kind": "hold", "mb": 100, "seconds": 0.3} for _ in range(16)]
+    admitted, _ = run_job(items, memory="500m", workers=4, batch_size=1)
+    free, _ = run_job(items, name="free", memory="500m", workers=4, batch_size=1, admission=False)
+    assert admitted.succeeded == free.succeeded == 16
+    cap = 500
+    # with admission the job stays near its 80% target; without it, four 100 MiB items at once
+    assert admitted.summary["peak_cgroup_mb"] <= 0.85 * cap, admitted.summary["peak_cgroup_mb"]
+    assert free.summary["peak_cgroup_mb"] > 0.85 * cap, free.summary["peak_cgroup_mb"]
+    assert admitted.summary["admission"]["cost_observations"] >= 3
+
+
+def test_cost_model_uses_a_high_quantile_per_item_and_per_byte() -> None:
+    model = CostModel(0.95)
+    assert model.predict(10, 1000) is None
+    for _ in range(50):
+        model.observe(10, 1000, 10 * MiB)  # 1 MiB per item
+    model.observe(10, 1000, 10_000 * MiB)  # one outlier does not move a 95% quantile much
+    assert model.predict(10, 1000) == pytest.approx(10 * MiB, rel=0.05)
+    for _ in range(50):
+        model.observe(1, 100 * MiB, 200 * MiB)  # big inputs cost 2x their size
+    assert model.predict(1, 100 * MiB) >= 190 * MiB
+
+
+def test_unknown_items_start_conservative_then_tighten() -> None:
+    admission = Admission(AdmissionConfig(warmup_batches=3, unknown_share=0.25), budget=1000 * MiB)
+    assert admission.predict(10, 0) == 250 * MiB
+    for _ in range(2):
+        admission.costs.observe(10, 0, 10 * MiB)
+    assert admission.predict(10, 0) == 250 * MiB  # still warming up
+    admission.costs.observe(10, 0, 10 * MiB)
+    assert admission.predict(10, 0) < 20 * MiB
+    assert admission.admits(700 * MiB, 90 * MiB, in_flight=2)
+    assert not admission.admits(750 * MiB, 90 * MiB, in_flight=2)
+    assert admission.admits(10_000 * MiB, 90 * MiB, in_flight=0)  # one batch may always run
+
+
+def test_pause_and_resume_have_hysteresis() -> None:
+    admission = Admission(
+        AdmissionConfig(target=0.80, high_water=0.85, psi_some_avg10=40), budget=1000
+    )
+    assert admission.update_pressure(700, 0.0) is None
+    assert admission.update_pressure(860, 0.0) == "pause"
+    assert (
+        admission.update_pressure(820, 0.0) is None
+    )  # between target and high water: still paused
+    assert admission.paused
+    assert admission.update_pressure(790, 0.0) == "resume"
+    assert admission.update_pressure(500, 55.0) == "pause"  # memory stalls pause too
+    assert admission.update_pressure(500, 50.0) is None
+    assert admission.update_pressure(500, 5.0) == "resume"
+    assert admission.pauses == 2
+
+
+def test_aimd() -> None:
+    aimd = Aimd(ceiling=8, step_after=2)
+    assert [aimd.decrease(), aimd.decrease(), aimd.decrease(), aimd.decrease()] == [4, 2, 1, 1]
+    assert [aimd.success() for _ in range(4)] == [1, 2, 2, 3]
+
+
+def test_an_oom_lowers_the_in_flight_limit(cgroup_limiter: CgroupLimiter, run_job) -> None:
+    items = [{"kind": "grow", "mb": 10} for _ in range(8)]
+    items[3] = {"kind": "grow", "mb": 2000}
+    result, _ = run_job(items, memory="400m", workers=2, batch_size=1)
+    assert result.quarantined[0]["status"] == "oom_killed"
+    events = [e for e in result.summary["events"] if e["event"] == "concurrency"]
+    assert events and events[0]["in_flight_limit"] == 1
+
+
+def test_a_leaking_worker_is_recycled(run_job) -> None:
+    items = [{"kind": "leak", "mb": 40} for _ in range(12)]
+    result, lines = run_job(items, workers=1, batch_size=1, memory="1g", recycle_rss_growth="100m")
+    assert sorted(line["input_index"] for line in lines) == list(range(12))
+    recycles = [e for e in result.summary["events"] if e["event"] == "recycle"]
+    assert result.summary["recycled_workers"] == len(recycles) >= 2
+    assert "RSS grew" in recycles[0]["reason"]
+    # a fresh worker starts from nothing: no result ever saw more than ~4 items' leak
+    assert max(line["result"]["leaked_mb"] for line in lines) <= 160
+
+
+def test_recycle_after_n_batches_and_trim_after_each(run_job) -> None:
+    items = [{"kind": "ok", "value": i} for i in range(12)]
+    result, lines = run_job(items, workers=1, batch_size=2, max_batches_per_worker=2)
+    assert len(lines) == 12
+    assert result.summary["recycled_workers"] == 3  # after batches 2, 4 and 6 of one worker
+    assert result.summary["malloc_trims"] == 6  # glibc here: malloc_trim(0) after every batch
+
+
+def test_group_restart_requeues_every_members_batch(cgroup_limiter: CgroupLimiter, run_job) -> None:
+    items = [{"kind": "hold", "mb": 5, "seconds": 0.5} for _ in range(9)]
+    items[4] = {"kind": "grow", "mb": 2000}
+    result, lines = run_job(
+        items, memory="400m", workers=3, batch_size=1, group=True, admission=False
+    )
+    counts = collections.Counter(line["input_index"] for line in lines)
+    assert set(counts) == set(range(9)) - {4} and set(counts.values()) == {1}
+    assert result.summary["group_restarts"] >= 1
+    group_kills = [a for a in manifest(result.run_dir) if a["status"] == "worker_crash"]
+    assert group_kills, "the other members' batches were requeued"
+    assert [q["input_index"] for q in result.quarantined] == [4]
