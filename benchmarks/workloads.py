@@ -7,3 +7,23 @@ from typing import Any
 
 def double(x: Any) -> Any:
     return x * 2 if isinstance(x, int) else x
+
+
+def spin(item: Any) -> Any:
+    """Burn ``item["ms"]`` milliseconds of CPU (the overhead benchmark's unit of work)."""
+    import time
+
+    end = time.thread_time() + item["ms"] / 1000
+    while time.thread_time() < end:
+        pass
+    return item["i"]
+
+
+def die_once(item: dict[str, Any]) -> Any:
+    """OOM on the first attempt (allocate past any cap), succeed on the retry."""
+    from oomguard import worker_context
+
+    if worker_context().attempt == 1:
+        block = bytearray(8 * 1024**3)
+        block[::4096] = b"\x01" * len(block[::4096])
+    return item["i"]

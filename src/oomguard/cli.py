@@ -437,6 +437,39 @@ def demo(directory: str, compare: bool, memory: int | None, log_format: str) -> 
     render(run_demo(Path(directory), compare=compare, cap=memory, log_format=log_format))
 
 
+@cli.command()
+@click.argument("function")
+@click.option("--input", "-i", "input_", required=True, help="Items to sample from.")
+@click.option(
+    "--memory", "-m", type=SIZE, default=None, help="The job's cap [default: 90% of the budget]."
+)
+@click.option(
+    "--sample",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Items to calibrate on.",
+)
+@click.option("--batched", is_flag=True, help="The function takes a list and returns a list.")
+@click.option("--json", "as_json", is_flag=True)
+def plan(
+    function: str, input_: str, memory: int | None, sample: int, batched: bool, as_json: bool
+) -> None:
+    """Calibrate on a sample and print predicted peak memory vs workers and batch size."""
+    import os
+
+    from oomguard.engine.plan import calibrate
+    from oomguard.engine.plan import render as render_plan
+
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    result = calibrate(function, input_, memory=memory, sample=sample, batched=batched)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        render_plan(result)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     try:

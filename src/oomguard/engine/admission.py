@@ -8,8 +8,9 @@ minus the worker's usage when the batch started is that batch's cost. Costs are 
 online per function, per item and per input byte, in quantile sketches; the prediction
 for a batch is the larger of (high quantile of cost per item) x items and (high quantile
 of cost per byte) x bytes. A high quantile, not a mean, so one giant is not averaged away.
-An OOM-killed batch teaches its peak as a lower bound. Until a few batches are measured,
-a batch is assumed to need ``unknown_share`` of the budget: conservative, then tighter.
+Only batches that finished teach the model: a poison item's death says nothing about the
+others, and is the recovery ladder's business. Until a few batches are measured, a batch
+is assumed to need ``unknown_share`` of the budget: conservative, then tighter.
 
 Admission. The predicted total is what idle workers hold now, plus for each busy worker
 what it held at its batch's start and that batch's predicted cost. A batch is dispatched

@@ -35,6 +35,7 @@ class Batch:
     crash_deaths: int = 0  # timeout / worker_crash attempts counted against it
     error_retries: int = 0
     alone: bool = False  # must run with every other worker idle
+    known_cost: int = 0  # bytes it is known to need: its peak when it was last OOM-killed
     parent_id: int | None = None  # the batch it was split from
 
     @property

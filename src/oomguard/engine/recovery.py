@@ -94,4 +94,4 @@ def single_item_batch(batch: Batch, item: Item) -> Batch:
     """The pinned item as a batch of its own, keeping the history if it was already alone."""
     if len(batch.items) == 1:
         return batch
-    return batch.only([item])
+    return batch.only([item], known_cost=batch.known_cost)

@@ -418,7 +418,9 @@ class Supervisor:
             batch = self.next_batch()
             if batch is None:
                 return
-            prediction = self.admission.predict(len(batch.items), batch.size_bytes)
+            prediction = max(
+                self.admission.predict(len(batch.items), batch.size_bytes), batch.known_cost
+            )
             if not self.admission.admits(self.predicted_total(), prediction, in_flight):
                 self.held = batch  # it waits for memory, not for a worker
                 return
@@ -688,7 +690,9 @@ class Supervisor:
         peak = self.batch_peak(handle)
         del self.workers[handle.slot]
         if batch is not None and handle.state == "busy":
-            died_alone = peak is not None and peak >= self.config.alone_fraction * self.memory
+            died_alone = peak is not None and peak >= self.config.alone_fraction * self.room_for(
+                handle
+            )
             bystander = (
                 status is Status.OOM_KILLED
                 and not died_alone
@@ -701,11 +705,10 @@ class Supervisor:
             self.commit(handle.records)
             if status is Status.OOM_KILLED:
                 self.counters.oom_kills += 1
-                if peak is not None:  # a lower bound of what it needed
-                    self.admission.costs.observe(
-                        len(batch.items), batch.size_bytes, max(0, peak - handle.usage_at_start)
-                    )
-                if not bystander:
+                if peak is not None:  # its retry is admitted only where this much fits
+                    batch.known_cost = max(batch.known_cost, peak - handle.usage_at_start)
+                # too many at once (not one item too big for any budget): fewer in flight
+                if not bystander and not died_alone:
                     limit = self.concurrency.decrease()
                     self.add_event(
                         {"time": time.time(), "event": "concurrency", "in_flight_limit": limit}
@@ -775,6 +778,28 @@ class Supervisor:
             return handle.group.read().peak
         except OSError:
             return None
+
+    def room_for(self, victim: WorkerHandle) -> int:
+        """The budget less the other workers' baselines: what the victim could ever have had.
+
+        Baselines only (a busy worker's memory when its batch started, an idle one's now):
+        a worker that died next to another big batch did not have the budget to itself, and
+        is retried alone rather than quarantined. One that died holding nearly all of this
+        had it in effect: its item is bigger than the budget, and it is quarantined at its
+        first death without draining the pool.
+        """
+        others = 0
+        for other in self.workers.values():
+            if other is victim:
+                continue
+            if other.state == "busy":
+                others += other.usage_at_start
+                continue
+            try:
+                others += other.group.read().usage
+            except OSError:
+                continue
+        return max(1, self.memory - others)
 
     def is_bystander(self, victim: WorkerHandle) -> bool:
         """Was another in-flight batch the one growing when the victim was killed?"""
@@ -971,6 +996,7 @@ class Supervisor:
             "end": round(end, 3),
             "duration_sec": round(end - start_wall, 3),
             "peak_mb": mib(peak) if peak is not None else None,
+            "start_mb": mib(handle.usage_at_start),
             "worker_pid": handle.pid,
             "alone": handle.attempt_alone,
             "items_done": len(handle.records),

@@ -234,6 +234,7 @@ def reproduce(
             sampler.stop()
         reading = group.read()
         group_events = _group_events(group)
+        group_path = group.path
     ended_wall = time.time()
     returncode = proc.returncode
     oom_killed = reading.oom_kill > 0 or any(e.pid == proc.pid for e in events)
@@ -263,6 +264,7 @@ def reproduce(
         "oom_kill_times": [round(e.time, 3) for e in events],
         "enforcement": limiter.kind,
         "enforcement_reason": limiter.reason,
+        "cgroup_path": group_path,
     }
     summary["dmesg_excerpt"] = write_dmesg_excerpt(
         output_dir / "dmesg_excerpt.txt", started_wall, ended_wall

@@ -1,0 +1,173 @@
+"""The OOM gauntlet: a heavy-tailed workload with poison items, in a 2 GiB cgroup, side by side.
+
+    python benchmarks/oom_gauntlet.py [--items 200] [--timeout 240] [--mix normal|coinciding|both]
+
+Every contender runs the same items (most tens of MiB, some hundreds, a few larger than the
+whole cap) with 4 workers inside its own fresh 2 GiB cgroup on this 2-core machine (through
+``oomguard repro``, which also measures the cgroup's peak and collects the kernel's OOM
+lines). The oracle runs the survivable items only, uncapped, one process per core. Columns:
+outcome (finished / aborted / hung at the timeout), survivable items done (of how many),
+items done twice, kernel OOM kills in the cgroup, peak as % of the cap, wall time as a
+ratio to the oracle's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from oomguard.memory.kernel_log import find_oom_kills, parse_kernel_log  # noqa: E402
+from oomguard.repro import reproduce  # noqa: E402
+
+CAP = 2 * 1024**3
+PEERS = [
+    "oomguard",
+    "ProcessPoolExecutor",
+    "multiprocessing.Pool",
+    "joblib",
+    "pebble",
+    "dask.distributed",
+    "ray",
+]
+
+
+def make_items(count: int, mix: str, seed: int = 7) -> list[dict[str, int]]:
+    rng = random.Random(f"{seed}-{mix}")
+    big_share = 0.12 if mix == "normal" else 0.30
+    items = []
+    for index in range(count):
+        roll = rng.random()
+        if roll < big_share:
+            mb = rng.randint(200, 450) if mix == "normal" else rng.randint(350, 600)
+        else:
+            mb = int(min(120, rng.paretovariate(1.6) * 12))
+        items.append({"index": index, "mb": mb, "passes": 3})
+    for index in rng.sample(range(count), 4):  # poison: larger than the whole cap
+        items[index]["mb"] = 3000
+    return items
+
+
+def kills_in(run_dir: Path, summary: dict) -> int:  # type: ignore[type-arg]
+    excerpt = run_dir / "dmesg_excerpt.txt"
+    group = (summary.get("cgroup_path") or "").split("/")[-1]
+    if not excerpt.exists() or not group:
+        return -1
+    kills = find_oom_kills(parse_kernel_log(excerpt.read_text()))
+    return sum(1 for kill in kills if kill.task_memcg and group in kill.task_memcg)
+
+
+def run_contender(
+    name: str, items_path: Path, tmp: Path, timeout: float, capped: bool = True
+) -> dict:  # type: ignore[type-arg]
+    result_path = tmp / f"{name}.json"
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "gauntlet_contenders.py"),
+        name,
+        str(items_path),
+        str(result_path),
+    ]
+    start = time.monotonic()
+    if capped:
+        run_dir = tmp / f"{name}-repro"
+        repro = reproduce(command, CAP, output_dir=run_dir, timeout=timeout, interval=0.1)
+        summary = repro.summary
+        wall = time.monotonic() - start
+        kills = kills_in(run_dir, summary)
+        peak = summary["peak_percent_of_cap"]
+        timed_out = summary["timed_out"]
+    else:
+        subprocess.run(command, cwd=ROOT, timeout=timeout, check=False, stdout=subprocess.DEVNULL)
+        wall, kills, peak, timed_out = time.monotonic() - start, 0, None, False
+    outcome = (
+        json.loads(result_path.read_text())
+        if result_path.exists()
+        else {"status": "no result", "done": []}
+    )
+    status = "hung" if timed_out else outcome["status"]
+    return {
+        "name": name,
+        "status": status,
+        "done": outcome["done"],
+        "error": outcome.get("error"),
+        "kills": kills,
+        "peak": peak,
+        "wall": wall,
+    }
+
+
+def table(mix: str, count: int, timeout: float, peers: list[str]) -> None:
+    items = make_items(count, mix)
+    poison = {item["index"] for item in items if item["mb"] * 1024**2 > CAP}
+    survivable = [item for item in items if item["index"] not in poison]
+    with tempfile.TemporaryDirectory(prefix="oomguard-gauntlet-") as tmp_name:
+        tmp = Path(tmp_name)
+        (tmp / "items.json").write_text(json.dumps(items))
+        (tmp / "survivable.json").write_text(json.dumps(survivable))
+        oracle = run_contender("oracle", tmp / "survivable.json", tmp, timeout * 2, capped=False)
+        rows = [run_contender(name, tmp / "items.json", tmp, timeout) for name in peers]
+    mbs = sorted(item["mb"] for item in survivable)
+    print(
+        f"\n### mix: {mix} — {count} items ({len(poison)} poison of 3000 MiB; survivable: median "
+        f"{mbs[len(mbs) // 2]} MiB, max {mbs[-1]} MiB), 4 workers, 2 GiB cgroup\n"
+    )
+    print(
+        "| contender | outcome | survivable done | done twice | poison quarantined | kernel OOM kills | peak % of cap | wall / oracle |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        counts = collections.Counter(row["done"])
+        done = len(set(counts) - poison)
+        twice = sum(1 for n in counts.values() if n > 1)
+        quarantined = "n/a"
+        if row["name"] == "oomguard" and row["error"]:
+            named = {
+                int(part.split(":")[0])
+                for part in row["error"].split(": ", 1)[1].split(", ")
+                if ":" in part
+            }
+            quarantined = f"{len(named & poison)}/{len(poison)}"
+        ratio = (
+            f"{row['wall'] / oracle['wall']:.2f}"
+            if row["status"] == "finished"
+            else f"({row['wall'] / oracle['wall']:.2f})"
+        )
+        outcome = row["status"] + (
+            f": {row['error'][:60]}" if row["error"] and row["name"] != "oomguard" else ""
+        )
+        print(
+            f"| {row['name']} | {outcome} | {done}/{len(survivable)} | {twice} | {quarantined} | {row['kills']} "
+            f"| {row['peak']}% | {ratio} |"
+        )
+    print(
+        f"| oracle (survivable only, uncapped, {os.cpu_count()} processes) | {oracle['status']} "
+        f"| {len(set(oracle['done']))}/{len(survivable)} | 0 | n/a | 0 | n/a | 1.00 ({oracle['wall']:.1f} s) |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=200)
+    parser.add_argument("--timeout", type=float, default=240)
+    parser.add_argument("--mix", choices=["normal", "coinciding", "both"], default="both")
+    parser.add_argument("--only", nargs="*", default=None, help="run these contenders only")
+    args = parser.parse_args()
+    peers = args.only or PEERS
+    print(f"# OOM gauntlet, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
+    for mix in ["normal", "coinciding"] if args.mix == "both" else [args.mix]:
+        table(mix, args.items, args.timeout, peers)
+
+
+if __name__ == "__main__":
+    main()

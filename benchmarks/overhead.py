@@ -1,0 +1,91 @@
+"""What does oomguard cost when there is no memory pressure at all?
+
+    python benchmarks/overhead.py [--items 20000]
+
+Items of 1 ms (and 0.1 ms) of CPU, side by side: oomguard (monitoring and journal on,
+cgroups, default batch size 10, and batch size 100), ProcessPoolExecutor (chunked), joblib,
+pebble, and the ideal (cores x items per second of one core). Target: >= 0.97 x ideal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.workloads import spin
+
+CORES = os.cpu_count() or 1
+
+
+def timed(run) -> float:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def contenders(items: list[dict[str, float]]) -> dict[str, float]:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from joblib import Parallel, delayed
+    from pebble import ProcessPool
+
+    from oomguard import Job
+
+    chunk = max(1, len(items) // (CORES * 20))
+    results: dict[str, float] = {}
+
+    def run_oomguard(batch_size: int) -> None:
+        with tempfile.TemporaryDirectory(prefix="oomguard-overhead-") as tmp:
+            Job(
+                "benchmarks.workloads:spin",
+                source=items,
+                sink=Path(tmp) / "out.jsonl",
+                run_dir=Path(tmp) / "run",
+                workers=CORES,
+                batch_size=batch_size,
+                log_format="quiet",
+            ).run()
+
+    results["oomguard (batch 10)"] = timed(lambda: run_oomguard(10))
+    results["oomguard (batch 100)"] = timed(lambda: run_oomguard(100))
+
+    def run_ppe() -> None:
+        with ProcessPoolExecutor(CORES) as pool:
+            list(pool.map(spin, items, chunksize=chunk))
+
+    results[f"ProcessPoolExecutor (chunksize {chunk})"] = timed(run_ppe)
+    results["joblib (loky, auto batching)"] = timed(
+        lambda: Parallel(n_jobs=CORES)(delayed(spin)(i) for i in items)
+    )
+
+    def run_pebble() -> None:
+        with ProcessPool(max_workers=CORES) as pool:
+            list(pool.map(spin, items, chunksize=chunk).result())
+
+    results[f"pebble (chunksize {chunk})"] = timed(run_pebble)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=20_000)
+    args = parser.parse_args()
+    print(f"# overhead without pressure, {CORES} cores, {time.strftime('%Y-%m-%d')}")
+    for ms in (1.0, 0.1):
+        items = [{"i": i, "ms": ms} for i in range(args.items)]
+        ideal = args.items * ms / 1000 / CORES
+        print(f"\n### {args.items:,} items of {ms} ms CPU; ideal {ideal:.1f} s ({CORES} cores)\n")
+        print("| contender | wall s | items/s | share of ideal |\n|---|---|---|---|")
+        for name, wall in contenders(items).items():
+            print(f"| {name} | {wall:.2f} | {args.items / wall:,.0f} | {ideal / wall:.2f} |")
+        print(f"| ideal | {ideal:.2f} | {args.items / ideal:,.0f} | 1.00 |")
+
+
+if __name__ == "__main__":
+    main()
