@@ -96,6 +96,8 @@ def run_contender(
         else {"status": "no result", "done": []}
     )
     status = "hung" if timed_out else outcome["status"]
+    if status == "running":  # its own process was killed before it could say how it ended
+        status = "died (killed)"
     return {
         "name": name,
         "status": status,

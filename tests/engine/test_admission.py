@@ -76,13 +76,23 @@ def test_aimd() -> None:
     assert [aimd.success() for _ in range(4)] == [1, 2, 2, 3]
 
 
-def test_an_oom_lowers_the_in_flight_limit(cgroup_limiter: CgroupLimiter, run_job) -> None:
+def test_an_oom_from_too_much_at_once_lowers_the_in_flight_limit(cgroup_limiter: CgroupLimiter, run_job) -> None:
+    # each item fits alone, two at once do not: the first kill halves the in-flight limit
+    items = [{"kind": "hold", "mb": 230, "seconds": 0.3} for _ in range(4)]
+    result, lines = run_job(items, memory="400m", workers=2, batch_size=1, admission=False)
+    assert sorted(line["input_index"] for line in lines) == [0, 1, 2, 3]
+    assert result.quarantined == []
+    events = [e for e in result.summary["events"] if e["event"] == "concurrency"]
+    assert events and events[0]["in_flight_limit"] == 1
+    assert result.summary["cgroup_events"]["oom_kill"] >= 1
+
+
+def test_a_poison_item_does_not_lower_the_limit(cgroup_limiter: CgroupLimiter, run_job) -> None:
     items = [{"kind": "grow", "mb": 10} for _ in range(8)]
     items[3] = {"kind": "grow", "mb": 2000}
     result, _ = run_job(items, memory="400m", workers=2, batch_size=1)
-    assert result.quarantined[0]["status"] == "oom_killed"
-    events = [e for e in result.summary["events"] if e["event"] == "concurrency"]
-    assert events and events[0]["in_flight_limit"] == 1
+    assert [q["status"] for q in result.quarantined] == ["oom_killed"]
+    assert not [e for e in result.summary["events"] if e["event"] == "concurrency"]
 
 
 def test_a_leaking_worker_is_recycled(run_job) -> None:

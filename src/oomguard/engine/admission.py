@@ -48,6 +48,9 @@ class CostModel:
         self.quantile = quantile
         self.registry = Registry("2MiB", windows=0)
         self.observed = 0
+        self._cached_at = -1
+        self._per_item = 0.0
+        self._per_byte: float | None = None
 
     def observe(self, items: int, size: int, cost: int) -> None:
         if items <= 0 or cost < 0:

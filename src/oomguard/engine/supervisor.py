@@ -25,6 +25,7 @@ import collections
 import json
 import os
 import queue
+import selectors
 import sys
 import threading
 import time
@@ -274,6 +275,7 @@ class Supervisor:
         self.quarantine_file = open_private(run_dir / "quarantine.jsonl", "a")
         self.oom_pids: set[int] = set()  # victims the watchdog named
         self.interrupted = False
+        self.selector = selectors.DefaultSelector()
         self.failure: str | None = None
         self.failure_error: BaseException | None = None
 
@@ -314,6 +316,8 @@ class Supervisor:
             self.config.workers,
         )
         self.monitor.start()
+        self.watch(self.limiter.events, "oom")
+        self.watch(self.reader, "source")
         if self.config.metrics_port is not None:
             self.exporter = Exporter(
                 self.run_numbers, self.metrics, self.config.metrics_port, self.config.metrics_addr
@@ -321,6 +325,7 @@ class Supervisor:
         if self.config.backend is not None:
             self.backend = BackendSupervisor(self.config.backend, self.limiter, self.run_dir)
             self.backend.start()  # blocks until healthy: no work before the backend answers
+            self.watch(self.backend.fileno(), "backend")
             self.add_event({"time": time.time(), "event": "backend_ready"})
         for slot in range(self.config.workers):
             self.start_slot(slot)
@@ -357,23 +362,36 @@ class Supervisor:
             and self.in_flight() == 0
         )
 
+    def watch(self, fileobj: Any, what: str, handle: WorkerHandle | None = None) -> None:
+        """Add a descriptor to the one epoll set the loop waits on (kept across iterations)."""
+        self.selector.register(fileobj, selectors.EVENT_READ, (what, handle))
+
+    def unwatch(self, handle: WorkerHandle) -> None:
+        for fileobj in (handle.conn, handle.pidfd):
+            try:
+                self.selector.unregister(fileobj)
+            except (KeyError, ValueError, OSError):
+                pass
+
     def wait_and_handle(self) -> None:
-        assert self.reader is not None
-        watched: list[Any] = [self.limiter.events, self.reader]
-        if self.backend is not None:
-            watched.append(self.backend.fileno())
-        for handle in self.workers.values():
-            watched += [handle.conn, handle.pidfd]
-        ready = wait(watched, timeout=self.next_timeout())
-        if self.backend is not None and self.backend.fileno() in ready:
+        ready = self.selector.select(self.next_timeout())
+        kinds = {key.data[0] for key, _ in ready}
+        if "backend" in kinds:
             self.handle_backend_change()
-        self.handle_oom_events()
-        for handle in list(self.workers.values()):
-            if handle.conn in ready:
-                self.read_messages(handle)
-        for handle in list(self.workers.values()):
-            if handle.pidfd in ready:
-                self.handle_death(handle)
+        if "oom" in kinds:
+            self.handle_oom_events()
+        for key, _ in ready:
+            what, worker = key.data
+            if what == "messages" and worker.slot in self.workers:
+                self.read_messages(worker)
+        for key, _ in ready:
+            what, worker = key.data
+            if (
+                what == "death"
+                and self.workers.get(worker.slot, None) is not None
+                and self.workers[worker.slot] is worker
+            ):
+                self.handle_death(worker)
         self.handle_timeouts()
         self.maybe_checkpoint()
         self.report_progress()
@@ -442,7 +460,7 @@ class Supervisor:
                 total += handle.usage_at_start + handle.prediction
                 continue
             try:
-                total += handle.group.read().usage
+                total += handle.group.usage()
             except OSError:
                 continue
         return total
@@ -524,7 +542,7 @@ class Supervisor:
             worker.deadline = worker.started_at + self.config.timeout
         try:
             worker.group.reset_peak()
-            worker.usage_at_start = worker.group.read().usage
+            worker.usage_at_start = worker.group.usage()
         except OSError:
             worker.usage_at_start = 0
         try:
@@ -550,6 +568,8 @@ class Supervisor:
             self.worker_env(),
         )
         self.workers[slot] = handle
+        self.watch(handle.conn, "messages", handle)
+        self.watch(handle.pidfd, "death", handle)
         self.counters.worker_starts += 1
 
     def worker_env(self) -> dict[str, str]:
@@ -725,6 +745,7 @@ class Supervisor:
             self.counters.oom_kills += 1
         if handle.state == "starting" and handle.batch is None and status is Status.WORKER_CRASH:
             self.add_event({"time": time.time(), "event": "worker_failed_to_start", **evidence})
+        self.unwatch(handle)
         close_worker(handle)
         if not self.finished():
             self.start_slot(handle.slot)
@@ -775,7 +796,7 @@ class Supervisor:
 
     def batch_peak(self, handle: WorkerHandle) -> int | None:
         try:
-            return handle.group.read().peak
+            return handle.group.peak()
         except OSError:
             return None
 
@@ -796,7 +817,7 @@ class Supervisor:
                 others += other.usage_at_start
                 continue
             try:
-                others += other.group.read().usage
+                others += other.group.usage()
             except OSError:
                 continue
         return max(1, self.memory - others)
@@ -1110,6 +1131,7 @@ class Supervisor:
                 handle.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except Exception:
                 handle.proc.kill()
+            self.unwatch(handle)
             close_worker(handle)
         self.workers.clear()
 
@@ -1129,6 +1151,7 @@ class Supervisor:
                 pass
         if self.monitor is not None:
             self.monitor.stop()
+        self.selector.close()
         job_reading = None
         if self.job is not None:
             try:

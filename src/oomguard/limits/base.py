@@ -132,6 +132,14 @@ class MemoryGroup(ABC):
     @abstractmethod
     def read(self) -> GroupMemory: ...
 
+    def usage(self) -> int:
+        """Bytes in use now (one file read where the group is a cgroup: the hot path)."""
+        return self.read().usage
+
+    def peak(self) -> int | None:
+        """Peak bytes since the last :meth:`reset_peak`."""
+        return self.read().peak
+
     @abstractmethod
     def set_limit(self, limit: int | None) -> None: ...
 

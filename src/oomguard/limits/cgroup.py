@@ -103,11 +103,45 @@ class CgroupGroup(MemoryGroup):
 
     version: Literal["v1", "v2"]
 
+    usage_file = "memory.usage_in_bytes"
+    peak_file = "memory.max_usage_in_bytes"
+
     def __init__(
         self, name: str, limit: int | None, parent: MemoryGroup | None, directory: Path
     ) -> None:
         super().__init__(name, limit, parent)
         self.directory = directory
+        self._fds: dict[str, int] = {}
+
+    def _pread_int(self, name: str) -> int | None:
+        """Read a one-number cgroup file through a descriptor kept open (no open() per read)."""
+        fd = self._fds.get(name)
+        if fd is None:
+            try:
+                fd = self._fds[name] = os.open(self.directory / name, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return None
+        text = os.pread(fd, 64, 0).split()
+        if not text or text[0] == b"max":
+            return None
+        return int(text[0])
+
+    def usage(self) -> int:
+        value = self._pread_int(self.usage_file)
+        if value is None:
+            raise FileNotFoundError(f"{self.directory}/{self.usage_file}")
+        return value
+
+    def peak(self) -> int | None:
+        return self._pread_int(self.peak_file)
+
+    def _close_fds(self) -> None:
+        for fd in self._fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds.clear()
 
     @property
     def path(self) -> str:
@@ -134,6 +168,7 @@ class CgroupGroup(MemoryGroup):
     def remove(self) -> None:
         if self.removed:
             return
+        self._close_fds()
         if self.directory.exists():
             self.kill_all()
             remove_dir(self.directory)
@@ -174,6 +209,8 @@ class CgroupV1Group(CgroupGroup):
 
 class CgroupV2Group(CgroupGroup):
     version: Literal["v1", "v2"] = "v2"
+    usage_file = "memory.current"
+    peak_file = "memory.peak"
 
     def __init__(
         self, name: str, limit: int | None, parent: MemoryGroup | None, directory: Path
@@ -229,6 +266,11 @@ class CgroupV2Group(CgroupGroup):
             os.close(self._peak_fd)
             self._peak_fd = None
         super().remove()
+
+    def peak(self) -> int | None:
+        if self._peak_fd is not None:
+            return int(os.pread(self._peak_fd, 64, 0).split()[0])
+        return super().peak()
 
 
 class CgroupLimiter(Limiter):

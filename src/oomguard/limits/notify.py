@@ -179,8 +179,10 @@ class CgroupEventSource(EventSource):
 
     def drain(self) -> list[OomEvent]:
         woke = self._consume_wakeups()
+        if not woke:
+            return []  # counters only move with a wake-up: no file to read on the hot path
         events = self._scan()
-        if woke and not events:
+        if not events:
             # v1 signals as the OOM starts; the kill (if any) follows within milliseconds
             deadline = time.monotonic() + SETTLE_SECONDS
             while not events and time.monotonic() < deadline:

@@ -59,8 +59,8 @@ class WatchdogGroup(MemoryGroup):
         super().__init__(name, limit, parent)
         self._limiter = limiter
         self._members: set[int] = set()
-        self.usage = 0
-        self.peak = 0
+        self.current = 0  # bytes, as last sampled
+        self.highest = 0  # peak since the last reset
         self.oom_kill = 0
 
     def add_pid(self, pid: int) -> None:
@@ -88,13 +88,13 @@ class WatchdogGroup(MemoryGroup):
         return [g for g in self._limiter.watchdog_groups() if g.parent is self]
 
     def read(self) -> GroupMemory:
-        return GroupMemory(self.usage, self.limit, self.peak, self.oom_kill)
+        return GroupMemory(self.current, self.limit, self.highest, self.oom_kill)
 
     def set_limit(self, limit: int | None) -> None:
         self.limit = limit
 
     def reset_peak(self) -> None:
-        self.peak = self.usage
+        self.highest = self.current
 
     def kill_all(self, timeout: float = 5.0) -> None:
         pids = [pid for group in [self, *self.children()] for pid in group.pids()]
@@ -169,9 +169,9 @@ class WatchdogLimiter(Limiter):
             own = {pid: trees[pid] for pid in group.members() if pid in trees}
             for child in group.children():
                 own.update({pid: trees[pid] for pid in child.members() if pid in trees})
-            group.usage = sum(tree.rss for tree in own.values())
-            group.peak = max(group.peak, group.usage)
-            if group.limit is None or group.usage <= group.limit or not own:
+            group.current = sum(tree.rss for tree in own.values())
+            group.highest = max(group.highest, group.current)
+            if group.limit is None or group.current <= group.limit or not own:
                 continue
             victim = max(own, key=lambda pid: own[pid].rss)
             events.append(self._kill(group, victim, own[victim]))
@@ -190,7 +190,7 @@ class WatchdogLimiter(Limiter):
         if over is not owner:
             over.oom_kill += 1
         event = OomEvent(
-            owner.key, owner.oom_kill, time.time(), "watchdog", pid=victim, usage=over.usage
+            owner.key, owner.oom_kill, time.time(), "watchdog", pid=victim, usage=over.current
         )
         self._events.push(event)
         return event
