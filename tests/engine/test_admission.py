@@ -76,7 +76,9 @@ def test_aimd() -> None:
     assert [aimd.success() for _ in range(4)] == [1, 2, 2, 3]
 
 
-def test_an_oom_from_too_much_at_once_lowers_the_in_flight_limit(cgroup_limiter: CgroupLimiter, run_job) -> None:
+def test_an_oom_from_too_much_at_once_lowers_the_in_flight_limit(
+    cgroup_limiter: CgroupLimiter, run_job
+) -> None:
     # each item fits alone, two at once do not: the first kill halves the in-flight limit
     items = [{"kind": "hold", "mb": 230, "seconds": 0.3} for _ in range(4)]
     result, lines = run_job(items, memory="400m", workers=2, batch_size=1, admission=False)

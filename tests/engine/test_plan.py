@@ -15,8 +15,12 @@ ROOT = Path(__file__).parents[2]
 MiB = 1024**2
 
 
-def test_calibration_measures_the_cost_and_picks_what_fits(cgroup_limiter: CgroupLimiter, tmp_path: Path) -> None:
-    source = write_jsonl(tmp_path / "items.jsonl", [{"kind": "hold", "mb": 50, "seconds": 0.01} for _ in range(30)])
+def test_calibration_measures_the_cost_and_picks_what_fits(
+    cgroup_limiter: CgroupLimiter, tmp_path: Path
+) -> None:
+    source = write_jsonl(
+        tmp_path / "items.jsonl", [{"kind": "hold", "mb": 50, "seconds": 0.01} for _ in range(30)]
+    )
     plan = calibrate("tests.engine.workloads:work", source, memory="600m", sample=8)
     assert plan.sample == 8
     assert 45 * MiB <= plan.cost_p95 <= 70 * MiB  # each item touches 50 MiB
@@ -27,18 +31,51 @@ def test_calibration_measures_the_cost_and_picks_what_fits(cgroup_limiter: Cgrou
 
 
 def test_plan_cli(cgroup_limiter: CgroupLimiter, tmp_path: Path) -> None:
-    source = write_jsonl(tmp_path / "items.jsonl", [{"kind": "hold", "mb": 20, "seconds": 0.01} for _ in range(10)])
+    source = write_jsonl(
+        tmp_path / "items.jsonl", [{"kind": "hold", "mb": 20, "seconds": 0.01} for _ in range(10)]
+    )
     result = subprocess.run(
-        [sys.executable, "-m", "oomguard.cli", "plan", "tests.engine.workloads:work", "-i", str(source),
-         "--memory", "400m", "--sample", "5", "--json"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
+        [
+            sys.executable,
+            "-m",
+            "oomguard.cli",
+            "plan",
+            "tests.engine.workloads:work",
+            "-i",
+            str(source),
+            "--memory",
+            "400m",
+            "--sample",
+            "5",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["chosen"]["fits"] and report["sample"] == 5
     screen = subprocess.run(
-        [sys.executable, "-m", "oomguard.cli", "plan", "tests.engine.workloads:work", "-i", str(source),
-         "--memory", "400m", "--sample", "5"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
+        [
+            sys.executable,
+            "-m",
+            "oomguard.cli",
+            "plan",
+            "tests.engine.workloads:work",
+            "-i",
+            str(source),
+            "--memory",
+            "400m",
+            "--sample",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
     )
     assert "Chosen: --workers" in screen.stdout and "Predicted peak" in screen.stdout
