@@ -20,10 +20,10 @@ def spin(item: Any) -> Any:
 
 
 def die_once(item: dict[str, Any]) -> Any:
-    """OOM on the first attempt (allocate past any cap), succeed on the retry."""
+    """OOM on the first attempt (past the worker's own cap, not the job's), succeed on the retry."""
     from oomguard import worker_context
 
     if worker_context().attempt == 1:
-        block = bytearray(8 * 1024**3)
+        block = bytearray(item.get("mb", 400) * 1024**2)
         block[::4096] = b"\x01" * len(block[::4096])
     return item["i"]

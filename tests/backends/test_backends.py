@@ -19,6 +19,7 @@ from oomguard.journal import Journal
 from oomguard.limits import CgroupLimiter
 from oomguard.memory.gpu import GpuMemory, GpuReport
 from oomguard.memory.system import SystemMemory
+from tests.engine.conftest import manifest
 
 ROOT = Path(__file__).parents[2]
 SERVER = str(ROOT / "examples" / "model_server" / "server.py")
@@ -81,11 +82,7 @@ def test_server_oom_killed_mid_run_and_every_request_answered_once(
     assert summary["backend"]["restarts"] >= summary["backend"]["oom_kills"]
     events = [e["event"] for e in summary["events"]]
     assert "backend_oom_killed" in events and "degrade" in events
-    failed = [
-        a
-        for a in json.loads((tmp_path / "run" / "ingest_manifest.json").read_text())
-        if a["status"] == "backend_failure"
-    ]
+    failed = [a for a in manifest(tmp_path / "run") if a["status"] == "backend_failure"]
     assert failed, "in-flight requests were requeued as backend_failure"
 
 

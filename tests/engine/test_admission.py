@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 
 import pytest
 
@@ -102,6 +103,12 @@ def test_a_leaking_worker_is_recycled(run_job) -> None:
     result, lines = run_job(items, workers=1, batch_size=1, memory="1g", recycle_rss_growth="100m")
     assert sorted(line["input_index"] for line in lines) == list(range(12))
     recycles = [e for e in result.summary["events"] if e["event"] == "recycle"]
+    manifest_events = [
+        e for e in json.loads((result.run_dir / "ingest_manifest.json").read_text()) if "event" in e
+    ]
+    assert [e["event"] for e in manifest_events].count("recycle") == len(
+        recycles
+    )  # in the manifest too
     assert result.summary["recycled_workers"] == len(recycles) >= 2
     assert "RSS grew" in recycles[0]["reason"]
     # a fresh worker starts from nothing: no result ever saw more than ~4 items' leak

@@ -17,7 +17,7 @@ from oomguard.engine import Job
 from oomguard.engine.sinks import ParquetSink, Record
 from oomguard.engine.sources import open_source
 from oomguard.errors import ConfigError
-from tests.engine.conftest import WORK, read_output, write_jsonl
+from tests.engine.conftest import WORK, manifest, read_output, write_jsonl
 
 
 def test_csv_source(tmp_path: Path) -> None:
@@ -145,10 +145,7 @@ def test_max_bytes_splits_batches(tmp_path: Path) -> None:
         max_bytes=400,
         log_format="quiet",
     ).run()
-    sizes = [
-        len(a["input_indices"])
-        for a in json.loads((result.run_dir / "ingest_manifest.json").read_text())
-    ]
+    sizes = [len(a["input_indices"]) for a in manifest(result.run_dir)]
     assert max(sizes) <= 3 and sum(sizes) == 20
 
 

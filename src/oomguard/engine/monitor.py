@@ -58,6 +58,7 @@ class Monitor:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._supervisor = psutil.Process(os.getpid())
+        self._procs: dict[int, psutil.Process] = {}
         self._gpu = read_gpus().available
         self._thread = threading.Thread(target=self._run, name="oomguard-monitor", daemon=True)
 
@@ -81,27 +82,31 @@ class Monitor:
         now = time.time()
         cgroup = 0
         try:
-            cgroup = self.job.read().usage
+            cgroup = self.job.usage()
         except OSError:
             pass
         supervisor = self._supervisor.memory_info()
         rss, vms = supervisor.rss, supervisor.vms
         per_slot: dict[int, int] = {}
+        live: dict[int, psutil.Process] = {}
         for view in self.workers():
             try:
-                info = psutil.Process(view.pid).memory_info()
+                proc = self._procs.get(view.pid) or psutil.Process(view.pid)
+                info = proc.memory_info()
             except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
                 continue
+            live[view.pid] = proc
             per_slot[view.slot] = info.rss
             rss += info.rss
             vms += info.vms
             try:
-                usage = view.group.read().usage
+                usage = view.group.usage()
             except OSError:
                 usage = info.rss
             with self._lock:
                 history = self._history.setdefault(view.slot, collections.deque(maxlen=HISTORY))
                 history.append((now, view.pid, usage))
+        self._procs = live  # psutil.Process objects kept: creating one reads /proc/PID/stat
         system = read_system_memory()
         pressure = read_pressure()
         gpu_used = read_gpus().used if self._gpu else None

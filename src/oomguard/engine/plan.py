@@ -103,7 +103,7 @@ def calibrate(
         budget = job.resolve_memory()
         result = job.run()
         attempts = json.loads((result.run_dir / "ingest_manifest.json").read_text())
-    done = [a for a in attempts if a["status"] == "success" and a.get("peak_mb") is not None]
+    done = [a for a in attempts if a.get("status") == "success" and a.get("peak_mb") is not None]
     if not done:
         raise ConfigError(
             "no sample item finished: nothing to plan from (see the quarantine of a plain run)"

@@ -22,6 +22,7 @@ ends.
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import os
 import queue
@@ -1272,13 +1273,17 @@ def _quantile_dict(registry: Registry, label: str, scale: float) -> dict[str, fl
 
 
 def write_manifest(journal: Journal, path: Path) -> None:
-    """ingest_manifest.json: every attempt of every session, streamed from the journal."""
+    """ingest_manifest.json: every attempt of every session, then every change of state
+    (pause, resume, concurrency, recycle, OOM kill, backend restart...) as entries with an
+    ``event`` key instead of a ``batch_id``; streamed from the journal."""
     tmp = path.with_suffix(".tmp")
     with open_private(tmp) as out:
         out.write("[")
-        for number, entry in enumerate(journal.attempts()):
-            out.write(",\n  " if number else "\n  ")
+        first = True
+        for entry in itertools.chain(journal.attempts(), journal.events()):
+            out.write("\n  " if first else ",\n  ")
             out.write(json.dumps(entry, default=str))
+            first = False
         out.write("\n]\n")
     os.replace(tmp, path)
 

@@ -205,6 +205,10 @@ class Journal:
             for s, n in self._db.execute("SELECT status, COUNT(*) FROM attempts GROUP BY status")
         }
 
+    def events(self) -> Iterator[dict[str, Any]]:
+        for (detail,) in self._db.execute("SELECT detail FROM events ORDER BY id"):
+            yield json.loads(detail)
+
     def recent_events(self, limit: int = 20) -> list[dict[str, Any]]:
         rows = self._db.execute(
             "SELECT detail FROM events ORDER BY id DESC LIMIT ?", (limit,)

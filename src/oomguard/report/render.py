@@ -191,9 +191,10 @@ def write_report(run_dir: Path) -> Path:
         raise ConfigError("the report needs matplotlib: pip install 'oomguard[report]'") from err
     summary = json.loads(summary_path.read_text())
     manifest_path = run_dir / "ingest_manifest.json"
-    manifest: list[dict[str, Any]] = (
+    entries: list[dict[str, Any]] = (
         json.loads(manifest_path.read_text()) if manifest_path.exists() else []
     )
+    manifest = [entry for entry in entries if "batch_id" in entry]  # the rest are events
     kills = kill_times(summary, manifest)
     png = run_dir / "memory.png"
     plot(read_log(log_path), summary, kills, kill_peaks(summary, manifest), png)
