@@ -37,7 +37,8 @@ def test_pdf_ingestion_under_a_cap(cgroup_limiter: CgroupLimiter, tmp_path: Path
     quarantined = {by_index[q["input_index"]]: q for q in demo.result.quarantined}
     assert set(quarantined) == set(demo.corpus.hostile)
     assert quarantined["bomb.pdf"]["status"] == "oom_killed"
-    assert quarantined["bomb.pdf"]["evidence"]["peak_mb"] >= 0.9 * 512
+    assert quarantined["bomb.pdf"]["evidence"]["peak_mb"] >= 0.8 * 512
+    assert demo.peak_percent <= 91
     assert quarantined["huge-scan.pdf"]["status"] == "oom_killed"
     for broken in ("truncated.pdf", "notes.pdf"):
         assert quarantined[broken]["status"] == "error"
