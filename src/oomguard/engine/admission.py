@@ -63,12 +63,17 @@ class CostModel:
     def predict(self, items: int, size: int) -> int | None:
         if self.observed == 0:
             return None
-        per_item = self.registry.quantile("per_item", self.quantile) or 0.0
-        estimate = per_item * items
-        if size > 0 and "per_byte" in self.registry.labels():
-            estimate = max(
-                estimate, (self.registry.quantile("per_byte", self.quantile) or 0.0) * size
+        # quantiles are recomputed every 8 observations once warm (the dispatch hot path)
+        if self._cached_at < 0 or self.observed < 16 or self.observed - self._cached_at >= 8:
+            self._cached_at = self.observed
+            self._per_item = self.registry.quantile("per_item", self.quantile) or 0.0
+            labels = self.registry.labels()
+            self._per_byte = (
+                self.registry.quantile("per_byte", self.quantile) if "per_byte" in labels else None
             )
+        estimate = self._per_item * items
+        if size > 0 and self._per_byte is not None:
+            estimate = max(estimate, self._per_byte * size)
         return int(estimate)
 
 

@@ -8,6 +8,7 @@ through a pidfd — readable the instant the process exits, no polling.
 from __future__ import annotations
 
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -47,6 +48,7 @@ class WorkerHandle:
     oom_event: bool = False
     kill_reason: str | None = None
     batches_done: int = 0
+    poller: Any = None  # a select.poll on the connection, for cheap "more to read?" checks
 
     @property
     def pid(self) -> int:
@@ -103,6 +105,8 @@ def start_worker(
         oom_baseline=group.read().oom_kill,
         started_at=time.monotonic(),
     )
+    handle.poller = select.poll()
+    handle.poller.register(conn.fileno(), select.POLLIN)
     conn.send(("init", spec))
     return handle
 

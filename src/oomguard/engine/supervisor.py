@@ -589,8 +589,10 @@ class Supervisor:
         return [WorkerView(w.slot, w.pid, w.group) for w in list(self.workers.values())]
 
     def read_messages(self, handle: WorkerHandle) -> None:
+        # a poll object made once per worker: Connection.poll() builds a selector per call
+        poll = handle.poller.poll
         try:
-            while handle.conn.poll():
+            while poll(0):
                 self.handle_message(handle, handle.conn.recv())
         except (EOFError, OSError):
             pass  # the worker is gone; handle_death takes it from here
