@@ -39,7 +39,3 @@ def means_backend_failure(text: str) -> bool:
     if any(p.search(text) for p in BACKEND_GONE_PATTERNS):
         return True
     return bool(_HTTP_5XX.search(text)) and mentions_out_of_memory(text)
-
-
-def means_backend_oom(text: str) -> bool:
-    return mentions_out_of_memory(text)

@@ -19,12 +19,10 @@ class Aimd:
     def __post_init__(self) -> None:
         self.limit = self.ceiling
         self._successes = 0
-        self.decreases = 0
 
     def decrease(self) -> int:
         self.limit = max(self.floor, int(self.limit * self.factor))
         self._successes = 0
-        self.decreases += 1
         return self.limit
 
     def success(self) -> int:

@@ -2,7 +2,7 @@
 
     memory_log.csv         one row per sample (default every 0.2 s)
     summary.json           peaks, duration, samples, cgroup events, counts per status
-    ingest_manifest.json   one entry per batch attempt (streamed to .jsonl while running)
+    ingest_manifest.json   one entry per batch attempt, then the events (from the journal)
     quarantine.jsonl       one line per quarantined item, with its evidence
     dmesg_excerpt.txt      the kernel's lines from the run's window, when readable
 
@@ -40,40 +40,6 @@ def write_json(path: Path, data: Any) -> None:
         json.dump(data, handle, indent=2, default=str)
         handle.write("\n")
     os.replace(tmp, path)
-
-
-class JsonLines:
-    """An append-only JSONL file, flushed per line so a crash loses nothing written."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file = open_private(path, "a")
-        self.count = 0
-
-    def write(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record, default=str) + "\n")
-        self._file.flush()
-        self.count += 1
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def jsonl_to_json_array(source: Path, target: Path) -> None:
-    """Stream a JSONL file into a JSON array file without loading it."""
-    tmp = target.with_suffix(".tmp")
-    with open(source, encoding="utf-8") as lines, open_private(tmp) as out:
-        out.write("[")
-        first = True
-        for raw in lines:
-            line = raw.strip()
-            if not line:
-                continue
-            out.write("\n  " if first else ",\n  ")
-            out.write(line)
-            first = False
-        out.write("\n]\n")
-    os.replace(tmp, target)
 
 
 class MemoryLog:

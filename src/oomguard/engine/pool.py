@@ -31,14 +31,13 @@ class WorkerHandle:
     pidfd: int
     group: MemoryGroup
     oom_baseline: int
-    state: str = "starting"  # starting | idle | busy | dead
+    state: str = "starting"  # starting | idle | busy | retiring (recycled: asked to stop)
     batch: Batch | None = None
     started_at: float = 0.0
     started_wall: float = 0.0
     attempt_alone: bool = False  # the batch ran with the pool drained (as dispatched)
     prediction: int = 0  # the admitted batch's predicted cost, bytes
     first_rss: int | None = None  # RSS after its first batch: the leak check's reference
-    retiring: bool = False  # asked to stop (recycled); its exit is no failure
     deadline: float | None = None
     usage_at_start: int = 0
     records: list[Record] = field(default_factory=list)
@@ -53,9 +52,6 @@ class WorkerHandle:
     @property
     def pid(self) -> int:
         return self.proc.pid
-
-    def fileno(self) -> int:  # lets multiprocessing.connection.wait watch the pidfd
-        return self.pidfd
 
     def reset_batch(self) -> None:
         self.batch = None

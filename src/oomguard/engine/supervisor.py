@@ -503,7 +503,7 @@ class Supervisor:
                     )
                 break
             if item.error is not None:
-                self.quarantine_item(item, Status.ERROR, {"message": item.error}, batch=None)
+                self.quarantine_item(item, Status.ERROR, {"message": item.error})
                 continue
             if self.open_items and self.open_bytes + item.size > config.max_bytes:
                 batch = self.close_open_batch()
@@ -693,7 +693,6 @@ class Supervisor:
             reason = f"RSS grew {mib(rss - handle.first_rss)} MiB over its first batch"
         if reason is None:
             return
-        handle.retiring = True
         handle.state = "retiring"
         self.recycled += 1
         self.add_event(
@@ -896,7 +895,7 @@ class Supervisor:
         elif decision.action == "bisect":
             self.counters.bisections += 1
         for item in decision.quarantine:
-            self.quarantine_item(item, status, evidence, batch=None)
+            self.quarantine_item(item, status, evidence)
 
     def is_backend_failure(self, error: dict[str, Any] | None) -> bool:
         if self.backend is None or not error:
@@ -986,9 +985,7 @@ class Supervisor:
         self.writer.write(records)
         self.counters.succeeded += len(records)
 
-    def quarantine_item(
-        self, item: Item, status: Status, evidence: dict[str, Any], batch: Batch | None
-    ) -> None:
+    def quarantine_item(self, item: Item, status: Status, evidence: dict[str, Any]) -> None:
         self.staged_quarantine.append((item.index, str(status), evidence))
         self.counters.quarantined[str(status)] += 1
         if isinstance(self.writer, OrderedWriter):

@@ -106,9 +106,6 @@ class QuantileSketch:
 
     # ------------------------------------------------------------- recording
 
-    def _index(self, value: float) -> int:
-        return math.ceil(math.log(max(value, MIN_POSITIVE)) * self._multiplier)
-
     def add(self, value: float, weight: int = 1) -> None:
         """Record ``value`` (``weight`` times: sampling counts each kept value N times)."""
         if value > 0:
