@@ -12,6 +12,7 @@ from oomguard.memory import gpu
 @pytest.fixture(autouse=True)
 def fresh_nvml_state(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gpu, "_initialised", False)
+    monkeypatch.setattr(gpu, "_unavailable", None)
 
 
 def test_no_nvml_package_is_a_normal_state(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -20,6 +21,12 @@ def test_no_nvml_package_is_a_normal_state(monkeypatch: pytest.MonkeyPatch) -> N
     assert not report.available
     assert report.devices == ()
     assert "nvidia-ml-py" in (report.reason or "")
+    # a module that would work now is not even tried: the answer is remembered, not retried
+    working = types.SimpleNamespace(
+        nvmlInit=lambda: None, nvmlSystemGetDriverVersion=lambda: "1", nvmlDeviceGetCount=lambda: 0
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", working)
+    assert gpu.read_gpus().reason == report.reason
 
 
 def test_nvml_without_driver_is_a_normal_state(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -35,6 +35,9 @@ class GpuReport:
 
 _lock = threading.Lock()
 _initialised = False
+# why NVML cannot be used here, once known: a missing package or driver does not appear
+# mid-run, and retrying the import every sample costs a walk of sys.path each time
+_unavailable: str | None = None
 
 
 def _load_nvml() -> Any:
@@ -55,14 +58,17 @@ def _text(value: Any) -> str:
 
 def read_gpus() -> GpuReport:
     """Total/used/free memory of every NVIDIA GPU, or an empty report saying why not."""
+    global _unavailable  # noqa: PLW0603 - remembered once per process, like NVML's own init
+    if _unavailable is not None:
+        return GpuReport(False, reason=_unavailable)
     try:
         nvml = _load_nvml()
     except ImportError:
-        return GpuReport(
-            False, reason="nvidia-ml-py is not installed (pip install 'oomguard[gpu]')"
-        )
+        _unavailable = "nvidia-ml-py is not installed (pip install 'oomguard[gpu]')"
+        return GpuReport(False, reason=_unavailable)
     except Exception as err:  # pynvml.NVMLError and its many subclasses: no driver/library
-        return GpuReport(False, reason=f"NVML unavailable: {err}")
+        _unavailable = f"NVML unavailable: {err}"
+        return GpuReport(False, reason=_unavailable)
     try:
         driver = _text(nvml.nvmlSystemGetDriverVersion())
         devices = []
