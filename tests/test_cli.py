@@ -1,18 +1,7 @@
 import json
-import subprocess
-import sys
 
 from oomguard.cli import main
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "oomguard.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+from tests.helpers.cli import run_cli
 
 
 def test_doctor_json_tells_the_truth() -> None:

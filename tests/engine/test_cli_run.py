@@ -3,24 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from tests.engine.conftest import write_jsonl
-
-ROOT = Path(__file__).parents[2]
-
-
-def oomguard(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "oomguard.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-        check=False,
-    )
+from tests.helpers.cli import run_cli as oomguard
 
 
 def test_all_done_exits_0(tmp_path: Path) -> None:

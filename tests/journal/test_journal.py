@@ -18,6 +18,7 @@ from oomguard.engine.sinks import SinkError
 from oomguard.journal import Checkpoint, Journal, RangeSet, RunLock, decode_ranges, encode_ranges
 from oomguard.limits import CgroupLimiter
 from tests.engine.conftest import WORK, read_output, write_jsonl
+from tests.helpers.cli import run_cli as cli
 
 ROOT = Path(__file__).parents[2]
 
@@ -130,17 +131,6 @@ from oomguard import Job
 Job("tests.engine.workloads:work", source=sys.argv[1], sink=sys.argv[2], run_dir=sys.argv[3],
     workers=1, log_format="json").run()
 """
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "oomguard.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_status_of_a_live_and_of_a_dead_run(tmp_path: Path) -> None:
