@@ -28,6 +28,7 @@ class Recorder:
         self.done: list[int] = []
         self.status = "running"
         self.error: str | None = None
+        self.killed: list[int] | None = None  # items hit by OOM kills, where the contender knows
         self.last = 0.0
 
     def add(self, index: int) -> None:
@@ -38,7 +39,16 @@ class Recorder:
     def save(self) -> None:
         self.last = time.monotonic()
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"status": self.status, "done": self.done, "error": self.error}))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "status": self.status,
+                    "done": self.done,
+                    "error": self.error,
+                    "killed": self.killed,
+                }
+            )
+        )
         tmp.replace(self.path)
 
 
@@ -135,9 +145,24 @@ def run_oomguard(items: list[dict[str, Any]], rec: Recorder) -> None:
     ).run()
     for line in out.read_text().splitlines():
         rec.done.append(json.loads(line)["result"]["index"])
+    # which item each OOM kill hit (batch size 1: an attempt is one item), from the manifest
+    manifest = json.loads((rec.path.with_suffix(".run") / "ingest_manifest.json").read_text())
+    rec.killed = [
+        index
+        for entry in manifest
+        if entry.get("status") == "oom_killed"
+        for index in entry["input_indices"]
+    ]
     rec.error = f"{len(result.quarantined)} quarantined: " + ", ".join(
         f"{q['input_index']}:{q['status']}" for q in result.quarantined
     )
+
+
+def run_poison(items: list[dict[str, Any]], rec: Recorder) -> None:
+    """One poison item alone, in-process: how long it takes to grow to the cap and be killed."""
+    for item in items:
+        process(item)
+        rec.add(item["index"])
 
 
 def run_oracle(items: list[dict[str, Any]], rec: Recorder) -> None:
@@ -155,6 +180,7 @@ CONTENDERS = {
     "dask.distributed": run_dask,
     "ray": run_ray,
     "oracle": run_oracle,
+    "poison": run_poison,
 }
 
 

@@ -9,6 +9,12 @@ lines). The oracle runs the survivable items only, uncapped, one process per cor
 outcome (finished / aborted / hung at the timeout), survivable items done (of how many),
 items done twice, kernel OOM kills in the cgroup, peak as % of the cap, wall time as a
 ratio to the oracle's.
+
+The oracle pays nothing for the poison items; any tool that must see a poison item killed
+with the whole budget to itself before it can say "poison" pays at least the time that
+item takes to grow to the cap. The floor row measures exactly that: each poison item run
+alone in a cgroup of the job's cap, killed by the kernel, and adds those times (as if
+perfectly overlapped on every core) to the oracle's wall time.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from oomguard.memory.kernel_log import find_oom_kills, parse_kernel_log  # noqa:
 from oomguard.repro import reproduce  # noqa: E402
 
 CAP = 2 * 1024**3
+JOB_CAP = int(CAP * 0.9)  # oomguard's job cap inside the cgroup (its default: 90% of the budget)
 PEERS = [
     "oomguard",
     "ProcessPoolExecutor",
@@ -68,7 +75,12 @@ def kills_in(run_dir: Path, summary: dict) -> int:  # type: ignore[type-arg]
 
 
 def run_contender(
-    name: str, items_path: Path, tmp: Path, timeout: float, capped: bool = True
+    name: str,
+    items_path: Path,
+    tmp: Path,
+    timeout: float,
+    capped: bool = True,
+    cap: int = CAP,
 ) -> dict:  # type: ignore[type-arg]
     result_path = tmp / f"{name}.json"
     command = [
@@ -81,7 +93,7 @@ def run_contender(
     start = time.monotonic()
     if capped:
         run_dir = tmp / f"{name}-repro"
-        repro = reproduce(command, CAP, output_dir=run_dir, timeout=timeout, interval=0.1)
+        repro = reproduce(command, cap, output_dir=run_dir, timeout=timeout, interval=0.1)
         summary = repro.summary
         wall = time.monotonic() - start
         kills = kills_in(run_dir, summary)
@@ -102,6 +114,7 @@ def run_contender(
         "name": name,
         "status": status,
         "done": outcome["done"],
+        "killed": outcome.get("killed"),
         "error": outcome.get("error"),
         "kills": kills,
         "peak": peak,
@@ -119,15 +132,23 @@ def table(mix: str, count: int, timeout: float, peers: list[str]) -> None:
         (tmp / "survivable.json").write_text(json.dumps(survivable))
         oracle = run_contender("oracle", tmp / "survivable.json", tmp, timeout * 2, capped=False)
         rows = [run_contender(name, tmp / "items.json", tmp, timeout) for name in peers]
+        poison_walls = []
+        for item in items:
+            if item["index"] in poison:
+                (tmp / "poison.json").write_text(json.dumps([item]))
+                alone = run_contender("poison", tmp / "poison.json", tmp, timeout, cap=JOB_CAP)
+                poison_walls.append(alone["wall"])
+    floor = oracle["wall"] + sum(poison_walls) / (os.cpu_count() or 1)
     mbs = sorted(item["mb"] for item in survivable)
     print(
         f"\n### mix: {mix} — {count} items ({len(poison)} poison of 3000 MiB; survivable: median "
         f"{mbs[len(mbs) // 2]} MiB, max {mbs[-1]} MiB), 4 workers, 2 GiB cgroup\n"
     )
     print(
-        "| contender | outcome | survivable done | done twice | poison quarantined | kernel OOM kills | peak % of cap | wall / oracle |"
+        "| contender | outcome | survivable done | done twice | poison quarantined | kernel OOM kills "
+        "| survivable items OOM-killed | peak % of cap | wall / oracle | wall / floor |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         counts = collections.Counter(row["done"])
         done = len(set(counts) - poison)
@@ -140,21 +161,29 @@ def table(mix: str, count: int, timeout: float, peers: list[str]) -> None:
                 if ":" in part
             }
             quarantined = f"{len(named & poison)}/{len(poison)}"
-        ratio = (
-            f"{row['wall'] / oracle['wall']:.2f}"
-            if row["status"] == "finished"
-            else f"({row['wall'] / oracle['wall']:.2f})"
-        )
+        finished = row["status"] == "finished"
+        ratio = f"{row['wall'] / oracle['wall']:.2f}"
+        to_floor = f"{row['wall'] / floor:.2f}"
+        if not finished:
+            ratio, to_floor = f"({ratio})", f"({to_floor})"
+        hit = "n/a" if row["killed"] is None else str(len(set(row["killed"]) - poison))
         outcome = row["status"] + (
             f": {row['error'][:60]}" if row["error"] and row["name"] != "oomguard" else ""
         )
         print(
             f"| {row['name']} | {outcome} | {done}/{len(survivable)} | {twice} | {quarantined} | {row['kills']} "
-            f"| {row['peak']}% | {ratio} |"
+            f"| {hit} | {row['peak']}% | {ratio} | {to_floor} |"
         )
     print(
         f"| oracle (survivable only, uncapped, {os.cpu_count()} processes) | {oracle['status']} "
-        f"| {len(set(oracle['done']))}/{len(survivable)} | 0 | n/a | 0 | n/a | 1.00 ({oracle['wall']:.1f} s) |"
+        f"| {len(set(oracle['done']))}/{len(survivable)} | 0 | n/a | 0 | n/a | n/a "
+        f"| 1.00 ({oracle['wall']:.1f} s) | {oracle['wall'] / floor:.2f} |"
+    )
+    walls = ", ".join(f"{wall:.1f}" for wall in poison_walls)
+    print(
+        f"| floor: oracle + each poison item grown alone to the {JOB_CAP / 1024**3:.1f} GiB job cap "
+        f"({walls} s) / {os.cpu_count()} cores | | | | | | | | {floor / oracle['wall']:.2f} "
+        f"({floor:.1f} s) | 1.00 |"
     )
 
 

@@ -3,7 +3,7 @@
     python benchmarks/overhead.py [--items 20000]
 
 Items of 1 ms (and 0.1 ms) of CPU, side by side: oomguard (monitoring and journal on,
-cgroups, default batch size 10, and batch size 100), ProcessPoolExecutor (chunked), joblib,
+cgroups; default batch size 10, batch size 100, and adaptive batch size), ProcessPoolExecutor (chunked), joblib,
 pebble, and the ideal (cores x items per second of one core). Target: >= 0.97 x ideal.
 """
 
@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -40,7 +41,7 @@ def contenders(items: list[dict[str, float]]) -> dict[str, float]:
     chunk = max(1, len(items) // (CORES * 20))
     results: dict[str, float] = {}
 
-    def run_oomguard(batch_size: int) -> None:
+    def run_oomguard(batch_size: int, **options: Any) -> None:
         with tempfile.TemporaryDirectory(prefix="oomguard-overhead-") as tmp:
             Job(
                 "benchmarks.workloads:spin",
@@ -50,10 +51,14 @@ def contenders(items: list[dict[str, float]]) -> dict[str, float]:
                 workers=CORES,
                 batch_size=batch_size,
                 log_format="quiet",
+                **options,
             ).run()
 
-    results["oomguard (batch 10)"] = timed(lambda: run_oomguard(10))
+    results["oomguard (batch 10, the default)"] = timed(lambda: run_oomguard(10))
     results["oomguard (batch 100)"] = timed(lambda: run_oomguard(100))
+    results["oomguard (adaptive batch size, from 10)"] = timed(
+        lambda: run_oomguard(10, adaptive_batch=True)
+    )
 
     def run_ppe() -> None:
         with ProcessPoolExecutor(CORES) as pool:

@@ -112,6 +112,14 @@ def doctor(as_json: bool, memory: int | None) -> None:
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=None, help="Items per batch [default: 10]."
 )
+@click.option(
+    "--adaptive-batch",
+    is_flag=True,
+    default=None,
+    help="Let batch size follow memory and time, within --min/--max-batch-size.",
+)
+@click.option("--min-batch-size", type=click.IntRange(min=1), default=None, help="[default: 1]")
+@click.option("--max-batch-size", type=click.IntRange(min=1), default=None, help="[default: 1000]")
 @click.option("--max-bytes", type=SIZE, default=None, help="Bytes per batch [default: 5000000].")
 @click.option(
     "--max-wait-ms",

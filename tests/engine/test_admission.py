@@ -77,6 +77,24 @@ def test_aimd() -> None:
     assert [aimd.success() for _ in range(4)] == [1, 2, 2, 3]
 
 
+def test_aimd_grows_one_step_per_round_of_the_limit() -> None:
+    aimd = Aimd(ceiling=4)
+    aimd.decrease()
+    aimd.decrease()
+    # at limit 1 one success steps up; at 2, two; at 3, three (TCP's +1 per window)
+    assert [aimd.success() for _ in range(6)] == [2, 2, 3, 3, 3, 4]
+    assert aimd.success() == 4  # never past the ceiling
+
+
+def test_aimd_cuts_once_per_event() -> None:
+    aimd = Aimd(ceiling=8)
+    first, second = aimd.ticket(), aimd.ticket()  # two batches in flight under limit 8
+    assert aimd.decrease(first) == 4
+    assert aimd.decrease(second) is None  # it ran under the old limit: the same event
+    later = aimd.ticket()  # started under limit 4
+    assert aimd.decrease(later) == 2
+
+
 def test_an_oom_from_too_much_at_once_lowers_the_in_flight_limit(
     cgroup_limiter: CgroupLimiter, run_job
 ) -> None:
@@ -135,3 +153,55 @@ def test_group_restart_requeues_every_members_batch(cgroup_limiter: CgroupLimite
     group_kills = [a for a in manifest(result.run_dir) if a["status"] == "worker_crash"]
     assert group_kills, "the other members' batches were requeued"
     assert [q["input_index"] for q in result.quarantined] == [4]
+
+
+def test_batch_sizer_grows_on_fast_batches_with_memory_to_spare_and_shrinks_on_slow_ones() -> None:
+    from oomguard.engine.batch_size import BatchSizer
+
+    sizer = BatchSizer(start=10, low=2, high=64, seconds=0.5, enabled=True)
+    assert sizer.after_batch(10, 0.05, plentiful=True) == 20
+    assert sizer.after_batch(20, 0.05, plentiful=False) is None  # memory is not plentiful
+    assert sizer.after_batch(5, 0.05, plentiful=True) is None  # a partial batch says nothing
+    assert [sizer.after_batch(sizer.size, 0.01, True) for _ in range(3)] == [40, 64, None]
+    assert sizer.after_batch(64, 2.5, plentiful=True) == 32  # over 4 x 0.5 s: halve
+    # memory: cut to what fits the room, never under the floor
+    assert sizer.fitting(per_item=10 * MiB, room=100 * MiB) == 10
+    assert sizer.fitting(per_item=10 * MiB, room=0) == 2
+    assert sizer.fitting(per_item=None, room=0) == 32  # nothing learned yet
+    fixed = BatchSizer(start=10)
+    assert fixed.after_batch(10, 0.01, True) is None and fixed.fitting(10 * MiB, 0) == 10
+
+
+def test_adaptive_batches_grow_for_fast_items(run_job) -> None:
+    items = [{"kind": "ok", "value": i} for i in range(3000)]
+    result, lines = run_job(
+        items, batch_size=4, adaptive_batch=True, max_batch_size=256, batch_seconds=2.0
+    )
+    assert sorted(line["input_index"] for line in lines) == list(range(3000))
+    sizes = [len(entry["input_indices"]) for entry in manifest(result.run_dir)]
+    assert sizes[0] == 4 and max(sizes) > 4 and max(sizes) <= 256
+    growth = [e["batch_size"] for e in result.summary["events"] if e["event"] == "batch_size"]
+    assert growth and growth == sorted(growth)
+
+
+def test_adaptive_batches_shrink_to_the_memory_left(cgroup_limiter: CgroupLimiter, run_job) -> None:
+    # a batched function holding 15 MiB per item a while: two full batches of 8 (120 MiB
+    # each) fit the 320 MiB target, a third does not; the sizer cuts the third to what fits
+    items = [{"kind": "grow", "mb": 15} for _ in range(72)]
+    result, lines = run_job(
+        items,
+        function="tests.engine.workloads:work_batch_hold",
+        batched=True,
+        memory="400m",
+        workers=3,
+        batch_size=8,
+        adaptive_batch=True,
+        min_batch_size=1,
+        max_batch_size=8,
+    )
+    assert sorted(line["input_index"] for line in lines) == list(range(72))
+    attempts = manifest(result.run_dir)
+    assert all(a["status"] == "success" for a in attempts)
+    assert result.summary["cgroup_events"]["oom_kill"] == 0
+    assert any(len(a["input_indices"]) < 8 for a in attempts[:-1])  # cut, not only the last
+    assert result.summary["peak_cgroup_mb"] <= 0.85 * 400

@@ -83,6 +83,14 @@ def test_pin_item() -> None:
     assert pin_item(batch, {0, 1, 2, 3, 4}) == (None, [])
 
 
+def test_pin_item_blames_the_item_the_worker_marked_running() -> None:
+    batch = batch_of(5)
+    # items 0-2 finished but were not reported yet when item 3 killed the worker
+    pinned, rest = pin_item(batch, set(), running=3)
+    assert pinned is not None and pinned.index == 3
+    assert [i.index for i in rest] == [0, 1, 2, 4]  # run again, uncounted
+
+
 def test_classify_exceptions() -> None:
     assert classify_exception(MemoryError()) is Status.MEMORY_ERROR
     assert (

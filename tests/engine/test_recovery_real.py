@@ -53,6 +53,21 @@ def test_poison_item_is_quarantined_and_every_other_item_done_once(
     assert rows
 
 
+def test_the_running_item_is_blamed_even_before_its_batch_reported_anything(
+    cgroup_limiter: CgroupLimiter, run_job
+) -> None:
+    # results travel in groups, so items 0-4 finished unreported when item 5 was killed;
+    # the shared slot names item 5, which is quarantined without bisecting the batch
+    items = [{"kind": "ok", "value": i} for i in range(10)]
+    items[5] = {"kind": "grow", "mb": 2000}
+    result, lines = run_job(items, memory="300m", workers=1, batch_size=10)
+    exactly_once(lines, set(range(10)) - {5})
+    assert [(q["input_index"], q["status"]) for q in result.quarantined] == [(5, "oom_killed")]
+    assert result.summary["bisections"] == 0
+    killed = [a["input_indices"] for a in manifest(result.run_dir) if a["status"] == "oom_killed"]
+    assert killed == [list(range(10))]  # one kill, at the whole budget: no retry needed
+
+
 def test_bisection_finds_the_one_poison_item_in_a_batch_of_10(
     cgroup_limiter: CgroupLimiter, run_job
 ) -> None:

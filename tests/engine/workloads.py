@@ -83,6 +83,15 @@ def work_batch(items: list[dict[str, Any]]) -> list[Any]:
     return [{"ok": True} for _ in items]
 
 
+def work_batch_hold(items: list[dict[str, Any]]) -> list[Any]:
+    """Batched: every item's memory at once, held a while (a batch that really overlaps)."""
+    blocks = [allocate(item["mb"]) for item in items]
+    for block in blocks:
+        touch(block)
+    time.sleep(0.3)  # the batch's work, with its memory held
+    return [{"mb": item["mb"]} for item in items]
+
+
 def short_batch(items: list[Any]) -> list[Any]:
     return items[:-1]
 

@@ -60,9 +60,14 @@ class CostModel:
             self.registry.record("per_byte", cost / size)
         self.observed += 1
 
-    def predict(self, items: int, size: int) -> int | None:
+    def per_item(self) -> float | None:
+        """The learned cost of one item (the high quantile), or None before any batch."""
         if self.observed == 0:
             return None
+        self._refresh()
+        return self._per_item
+
+    def _refresh(self) -> None:
         # quantiles are recomputed every 8 observations once warm (the dispatch hot path)
         if self._cached_at < 0 or self.observed < 16 or self.observed - self._cached_at >= 8:
             self._cached_at = self.observed
@@ -71,6 +76,11 @@ class CostModel:
             self._per_byte = (
                 self.registry.quantile("per_byte", self.quantile) if "per_byte" in labels else None
             )
+
+    def predict(self, items: int, size: int) -> int | None:
+        if self.observed == 0:
+            return None
+        self._refresh()
         estimate = self._per_item * items
         if size > 0 and self._per_byte is not None:
             estimate = max(estimate, self._per_byte * size)

@@ -26,7 +26,11 @@ class JobConfig:
     batched: bool = False
     memory: int | None = None  # bytes for the whole job; None: 90% of the effective budget
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    batch_size: int = 10  # items per batch (seeds/000)
+    batch_size: int = 10  # items per batch (seeds/000); with adaptive_batch, the first size
+    adaptive_batch: bool = False  # let batch size follow memory and time (engine/batch_size.py)
+    min_batch_size: int = 1  # adaptive bounds
+    max_batch_size: int = 1000
+    batch_seconds: float = 0.5  # adaptive: the batch duration aimed at
     max_bytes: int = 5_000_000  # bytes per batch, by item size (seeds/000)
     max_wait_ms: int = 5000  # a partial batch waits at most this long for more items
     timeout: float | None = None  # seconds per batch attempt; None: no limit
@@ -76,8 +80,22 @@ class JobConfig:
             raise ConfigError(
                 f"invalid function {self.function!r}: expected 'package.module:function'"
             )
-        for name in ("workers", "batch_size", "max_bytes", "max_wait_ms", "sample_interval"):
+        for name in (
+            "workers",
+            "batch_size",
+            "min_batch_size",
+            "max_batch_size",
+            "batch_seconds",
+            "max_bytes",
+            "max_wait_ms",
+            "sample_interval",
+        ):
             positive(name, getattr(self, name))
+        if self.adaptive_batch and not self.min_batch_size <= self.max_batch_size:
+            raise ConfigError(
+                f"invalid min_batch_size {self.min_batch_size!r} / max_batch_size "
+                f"{self.max_batch_size!r}: expected min_batch_size <= max_batch_size"
+            )
         positive("timeout", self.timeout, allow_none=True)
         positive("memory", self.memory, allow_none=True)
         positive("worker_memory", self.worker_memory, allow_none=True)

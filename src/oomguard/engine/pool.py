@@ -1,12 +1,14 @@
 """Worker processes: start one in its own cgroup, talk to it, know the moment it dies.
 
-Each worker is ``python -m oomguard.engine.worker FD`` (a fresh interpreter, never a fork
-of the threaded supervisor), joined to the supervisor by a socket pair. Its death is seen
-through a pidfd — readable the instant the process exits, no polling.
+Each worker is ``python -m oomguard.engine.worker FD SLOT_FD`` (a fresh interpreter, never
+a fork of the threaded supervisor), joined to the supervisor by a socket pair and a shared
+16-byte memfd slot where it marks the item it is running. Its death is seen through a
+pidfd — readable the instant the process exits, no polling.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import select
 import socket
@@ -19,6 +21,7 @@ from typing import Any
 
 from oomguard.engine.items import Batch
 from oomguard.engine.sinks import Record
+from oomguard.engine.worker import AFTER_ITEMS, SLOT, SLOT_SIZE
 from oomguard.limits.base import Limiter, MemoryGroup
 
 
@@ -37,6 +40,7 @@ class WorkerHandle:
     started_wall: float = 0.0
     attempt_alone: bool = False  # the batch ran with the pool drained (as dispatched)
     prediction: int = 0  # the admitted batch's predicted cost, bytes
+    ticket: int = 0  # its concurrency ticket: one in-flight limit cut per OOM event
     first_rss: int | None = None  # RSS after its first batch: the leak check's reference
     deadline: float | None = None
     usage_at_start: int = 0
@@ -48,10 +52,29 @@ class WorkerHandle:
     kill_reason: str | None = None
     batches_done: int = 0
     poller: Any = None  # a select.poll on the connection, for cheap "more to read?" checks
+    running: mmap.mmap | None = None  # the shared slot: (batch_id, index) of the running item
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def running_item(self) -> int | None:
+        """The index of the item the worker is running (or was, when it died) in its batch.
+
+        None when it has not started one of this batch's items, or has finished them all.
+        """
+        if self.running is None or self.batch is None:
+            return None
+        batch_id, index = SLOT.unpack_from(self.running)
+        if batch_id != self.batch.batch_id or index == AFTER_ITEMS:
+            return None
+        return int(index)
+
+    def items_over(self) -> bool:
+        """The worker got past the last item of its batch (trimming, reporting)."""
+        if self.running is None or self.batch is None:
+            return False
+        return SLOT.unpack_from(self.running) == (self.batch.batch_id, AFTER_ITEMS)
 
     def reset_batch(self) -> None:
         self.batch = None
@@ -76,19 +99,31 @@ def start_worker(
     """Start a worker, move it into a fresh cgroup, then let it load the user's code."""
     group = limiter.create_group(f"w{slot}-{generation}", worker_memory, parent=job)
     ours, theirs = socket.socketpair()
+    slot_fd = os.memfd_create("oomguard-running-item", os.MFD_CLOEXEC)
     try:
+        os.ftruncate(slot_fd, SLOT_SIZE)
+        running = mmap.mmap(slot_fd, SLOT_SIZE)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "oomguard.engine.worker", str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),),
+            [
+                sys.executable,
+                "-m",
+                "oomguard.engine.worker",
+                str(theirs.fileno()),
+                str(slot_fd),
+            ],
+            pass_fds=(theirs.fileno(), slot_fd),
             stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
         )
     except BaseException:
         ours.close()
         theirs.close()
+        os.close(slot_fd)
         group.remove()
         raise
-    theirs.close()
+    finally:
+        theirs.close()
+    os.close(slot_fd)
     conn = Connection(ours.detach())
     group.add_pid(proc.pid)
     handle = WorkerHandle(
@@ -100,6 +135,7 @@ def start_worker(
         group=group,
         oom_baseline=group.read().oom_kill,
         started_at=time.monotonic(),
+        running=running,
     )
     handle.poller = select.poll()
     handle.poller.register(conn.fileno(), select.POLLIN)
@@ -112,6 +148,8 @@ def close_worker(handle: WorkerHandle) -> None:
     if handle.proc.poll() is None:
         handle.proc.kill()
     handle.proc.wait()
+    if handle.running is not None:
+        handle.running.close()
     for closer in (handle.conn.close, lambda: os.close(handle.pidfd)):
         try:
             closer()

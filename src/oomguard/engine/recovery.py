@@ -82,12 +82,20 @@ def retry_uncounted(batch: Batch) -> Decision:
     return Decision(retry=[batch], action="retry_bystander")
 
 
-def pin_item(batch: Batch, reported: set[int]) -> tuple[Item | None, list[Item]]:
-    """For a per-item function: the item that was running at the death, and those after it."""
+def pin_item(
+    batch: Batch, reported: set[int], running: int | None = None
+) -> tuple[Item | None, list[Item]]:
+    """For a per-item function: the item to blame for a death, and the unreported others.
+
+    ``running`` is the index the worker marked as running; without it (the worker died
+    before marking one) the first unreported item is blamed. The others (finished but not
+    yet reported, or never started) go back to the queue uncounted.
+    """
     remaining = [item for item in batch.items if item.index not in reported]
     if not remaining:
         return None, []
-    return remaining[0], remaining[1:]
+    pinned = next((item for item in remaining if item.index == running), remaining[0])
+    return pinned, [item for item in remaining if item is not pinned]
 
 
 def single_item_batch(batch: Batch, item: Item) -> Batch:

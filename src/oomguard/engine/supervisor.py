@@ -41,6 +41,7 @@ from oomguard.backends.supervisor import BackendFailed, BackendSupervisor
 from oomguard.engine.admission import Admission, AdmissionConfig
 from oomguard.engine.aimd import Aimd
 from oomguard.engine.artifacts import MemoryLog, open_private, write_dmesg_excerpt, write_json
+from oomguard.engine.batch_size import BatchSizer
 from oomguard.engine.classify import Status, classify_text
 from oomguard.engine.config import JobConfig
 from oomguard.engine.items import Batch, Item
@@ -75,10 +76,17 @@ _END = object()  # the reader's "source exhausted" mark
 
 
 class SourceReader:
-    """Pulls items from the source in a thread into a bounded queue (the only buffer)."""
+    """Pulls items from the source in a thread into a bounded queue (the only buffer).
+
+    Items travel in chunks of ``CHUNK`` (one queue round trip per chunk, not per item).
+    The chunk being filled is shared under a plain lock: when the queue is empty the
+    supervisor takes it as it is, so a slow source never holds an item back.
+    """
+
+    CHUNK = 256
 
     def __init__(self, source: Source, capacity: int, wanted: Callable[[int], bool]) -> None:
-        self.queue: queue.Queue[Any] = queue.Queue(maxsize=capacity)
+        self.queue: queue.Queue[list[Any]] = queue.Queue(maxsize=max(2, capacity // self.CHUNK))
         self._source = source
         self._wanted = wanted
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -86,6 +94,9 @@ class SourceReader:
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="oomguard-reader", daemon=True)
+        self._lock = threading.Lock()
+        self._filling: list[Any] = []  # the chunk being filled (under _lock)
+        self._taken: collections.deque[Any] = collections.deque()  # the supervisor's side
 
     def fileno(self) -> int:
         return self._wake_read
@@ -93,31 +104,61 @@ class SourceReader:
     def start(self) -> None:
         self._thread.start()
 
-    def _put(self, value: Any) -> bool:
+    def _wake(self) -> None:
+        if self.waiting.is_set():
+            self.waiting.clear()
+            try:
+                os.write(self._wake_write, b"!")
+            except BlockingIOError:
+                pass
+
+    def _put(self, chunk: list[Any]) -> bool:
         while not self._stop.is_set():
             try:
-                self.queue.put(value, timeout=0.2)
+                self.queue.put(chunk, timeout=0.2)
             except queue.Full:
                 continue
-            if self.waiting.is_set():
-                self.waiting.clear()
-                try:
-                    os.write(self._wake_write, b"!")
-                except BlockingIOError:
-                    pass
+            self._wake()
             return True
         return False
+
+    def _add(self, item: Any) -> bool:
+        with self._lock:
+            self._filling.append(item)
+            full = len(self._filling) >= self.CHUNK
+            if full:
+                chunk, self._filling = self._filling, []
+        if full:
+            return self._put(chunk)
+        self._wake()
+        return True
 
     def _run(self) -> None:
         try:
             for item in self._source:
                 if not self._wanted(item.index):
                     continue  # done in an earlier session (resume), or not asked for
-                if not self._put(item):
+                if not self._add(item):
                     return
         except BaseException as err:  # reported to the supervisor, which stops the run
             self.error = err
-        self._put(_END)
+        self._add(_END)
+
+    def get(self) -> Any:
+        """The next item, ``_END`` at the end, or raises queue.Empty (supervisor side)."""
+        if not self._taken:
+            try:
+                self._taken.extend(self.queue.get_nowait())
+            except queue.Empty:
+                with self._lock:
+                    chunk, self._filling = self._filling, []
+                if not chunk:
+                    raise
+                self._taken.extend(chunk)
+        return self._taken.popleft()
+
+    def empty(self) -> bool:
+        return not self._taken and self.queue.empty() and not self._filling
 
     def drain_wakeups(self) -> None:
         try:
@@ -264,7 +305,17 @@ class Supervisor:
         self.recycled = 0
         self.trims = 0
         self.group_restarts = 0
-        self.batch_limit = Aimd(ceiling=config.batch_size)
+        self.sizer = BatchSizer(
+            start=config.batch_size,
+            low=config.min_batch_size,
+            high=max(config.batch_size, config.max_batch_size),
+            seconds=config.batch_seconds,
+            enabled=config.adaptive_batch,
+        )
+        # the backend's degrade limit (AIMD after a backend OOM) caps whatever the sizer says
+        self.batch_limit = Aimd(
+            ceiling=self.sizer.high if config.adaptive_batch else config.batch_size
+        )
         self.backend_oom_at = 0.0
         self.pressure: tuple[str, str] = ("normal", "")
         self.pressure_checked = 0.0
@@ -454,16 +505,19 @@ class Supervisor:
         return self.take_new_batch()
 
     def predicted_total(self) -> int:
-        """Idle workers' memory now, plus each busy worker's start memory and predicted cost."""
+        """Idle workers' memory now, plus what each busy worker is expected to hold: its start
+        memory and predicted cost, or what it holds now when it has already grown past that
+        (a batch bigger than predicted claims what it took, so the rest is not promised twice)."""
         total = 0
         for handle in self.workers.values():
-            if handle.state == "busy":
-                total += handle.usage_at_start + handle.prediction
-                continue
             try:
-                total += handle.group.usage()
+                now = handle.group.usage()
             except OSError:
-                continue
+                now = 0
+            if handle.state == "busy":
+                total += max(handle.usage_at_start + handle.prediction, now)
+            else:
+                total += now
         return total
 
     def check_pressure(self) -> None:
@@ -486,13 +540,13 @@ class Supervisor:
         assert self.reader is not None
         self.reader.drain_wakeups()
         config = self.config
-        batch_size = self.batch_limit.limit
+        batch_size = min(self.batch_limit.limit, self.adaptive_size())
         while not self.source_done and len(self.open_items) < batch_size:
             try:
-                item = self.reader.queue.get_nowait()
+                item = self.reader.get()
             except queue.Empty:
                 self.reader.waiting.set()
-                if not self.reader.queue.empty():
+                if not self.reader.empty():
                     continue
                 break
             if item is _END:
@@ -522,16 +576,31 @@ class Supervisor:
         full = len(self.open_items) >= batch_size or self.open_bytes >= config.max_bytes
         old = time.monotonic() - self.open_since >= config.max_wait_ms / 1000
         if full or old or self.source_done:
-            return self.close_open_batch()
+            return self.close_open_batch(batch_size)
         return None
 
-    def close_open_batch(self) -> Batch:
-        batch = Batch(self.open_items)
-        self.open_items, self.open_bytes = [], 0
+    def adaptive_size(self) -> int:
+        """The sizer's size, cut to the items whose predicted peak fits the room left now."""
+        if not self.sizer.enabled:
+            return self.sizer.size
+        per_item = self.admission.costs.per_item()
+        room = int(self.admission.config.target * self.memory) - self.predicted_total()
+        return self.sizer.fitting(per_item, max(0, room))
+
+    def close_open_batch(self, limit: int | None = None) -> Batch:
+        """The open items as a batch (the first ``limit`` of them; the rest stay open)."""
+        if limit is None or len(self.open_items) <= limit:
+            batch = Batch(self.open_items)
+            self.open_items, self.open_bytes = [], 0
+            return batch
+        batch = Batch(self.open_items[:limit])
+        self.open_items = self.open_items[limit:]
+        self.open_bytes = sum(item.size for item in self.open_items)
         return batch
 
     def send_batch(self, worker: WorkerHandle, batch: Batch, prediction: int = 0) -> None:
         batch.attempt += 1
+        worker.ticket = self.concurrency.ticket()
         worker.prediction = prediction
         worker.reset_batch()
         worker.batch = batch
@@ -599,18 +668,14 @@ class Supervisor:
 
     def handle_message(self, handle: WorkerHandle, message: tuple[Any, ...]) -> None:
         kind = message[0]
-        if kind == "item":
-            _, batch_id, index, status, value, line, error = message
-            if handle.batch is None or batch_id != handle.batch.batch_id:
-                return
-            handle.reported.add(index)
-            if status == Status.SUCCESS:
-                handle.records.append(Record(index, value, line))
-            else:
-                handle.item_failures.append((index, status, error))
-        elif kind == "done":
-            _, batch_id, stats = message
+        if kind == "items":
+            _, batch_id, results = message
             if handle.batch is not None and batch_id == handle.batch.batch_id:
+                self.take_results(handle, results)
+        elif kind == "done":
+            _, batch_id, results, stats = message
+            if handle.batch is not None and batch_id == handle.batch.batch_id:
+                self.take_results(handle, results)
                 self.finish_batch(handle, stats)
         elif kind == "batch_error":
             _, batch_id, status, error = message
@@ -620,6 +685,17 @@ class Supervisor:
             handle.state = "idle"
         elif kind == "fatal":
             raise ConfigError(message[1])
+
+    @staticmethod
+    def take_results(handle: WorkerHandle, results: list[tuple[Any, ...]]) -> None:
+        success = str(Status.SUCCESS)
+        records = handle.records
+        for index, status, value, line, error in results:
+            handle.reported.add(index)
+            if status == success:
+                records.append(Record(index, value, line))
+            else:
+                handle.item_failures.append((index, status, error))
 
     def finish_batch(self, handle: WorkerHandle, stats: dict[str, int]) -> None:
         """A batch came back (the worker lives): write results, route failed items."""
@@ -672,6 +748,7 @@ class Supervisor:
                 self.admission.costs.observe(
                     len(batch.items), batch.size_bytes, max(0, peak - handle.usage_at_start)
                 )
+            self.adapt_batch_size(batch, time.monotonic() - handle.started_at)
             self.concurrency.success()
             if self.backend is not None:
                 self.batch_limit.success()
@@ -679,6 +756,16 @@ class Supervisor:
         handle.reset_batch()
         handle.state = "idle"
         self.maybe_recycle(handle, stats)
+
+    def adapt_batch_size(self, batch: Batch, seconds: float) -> None:
+        if not self.sizer.enabled:
+            return
+        doubled = self.admission.predict(2 * self.sizer.size, 2 * batch.size_bytes)
+        target = self.admission.config.target * self.memory
+        plentiful = self.predicted_total() + doubled <= 0.5 * target
+        size = self.sizer.after_batch(len(batch.items), seconds, plentiful)
+        if size is not None:
+            self.add_event({"time": time.time(), "event": "batch_size", "batch_size": size})
 
     def maybe_recycle(self, handle: WorkerHandle, stats: dict[str, int]) -> None:
         """Retire a worker that did its share, or whose idle RSS grew (loky's leak check)."""
@@ -731,10 +818,11 @@ class Supervisor:
                     batch.known_cost = max(batch.known_cost, peak - handle.usage_at_start)
                 # too many at once (not one item too big for any budget): fewer in flight
                 if not bystander and not died_alone:
-                    limit = self.concurrency.decrease()
-                    self.add_event(
-                        {"time": time.time(), "event": "concurrency", "in_flight_limit": limit}
-                    )
+                    limit = self.concurrency.decrease(handle.ticket)
+                    if limit is not None:
+                        self.add_event(
+                            {"time": time.time(), "event": "concurrency", "in_flight_limit": limit}
+                        )
             if handle.kill_reason == "group":
                 self.apply(retry_uncounted(batch), Status.WORKER_CRASH, evidence)
             else:
@@ -862,8 +950,7 @@ class Supervisor:
                 evidence,
             )
             return
-        # per-item: the first unreported item was running; those after it never started
-        pinned, rest = pin_item(batch, handle.reported)
+        # per-item: failures the worker reported before dying are settled one by one
         for index, failure, error in handle.item_failures:
             item = next(i for i in batch.items if i.index == index)
             self.apply(
@@ -876,6 +963,22 @@ class Supervisor:
                 Status(failure),
                 error,
             )
+        unreported = [i for i in batch.items if i.index not in handle.reported]
+        if handle.items_over():
+            # every item had finished (the death came while reporting): no single item to
+            # blame, so the unreported rest counts as a failed batch and climbs the ladder
+            if unreported:
+                rest_batch = batch.only(
+                    unreported, memory_deaths=batch.memory_deaths, alone=batch.alone
+                )
+                self.apply(
+                    after_failure(rest_batch, status, died_alone=died_alone, policy=self.policy),
+                    status,
+                    evidence,
+                )
+            return
+        # the shared slot names the running item; the others were not to blame
+        pinned, rest = pin_item(batch, handle.reported, handle.running_item())
         if rest:
             self.apply(retry_uncounted(batch.only(rest)), status, evidence)
         if pinned is not None:

@@ -1,21 +1,26 @@
-"""The worker process: runs batches, reports every item as it finishes, decides nothing.
+"""The worker process: runs batches, reports results in groups, decides nothing.
 
-Started by the supervisor as ``python -m oomguard.engine.worker FD`` with one end of a
-socket pair. It first waits for ``init``, which the supervisor sends only after moving
-it into its cgroup, so everything the user's code allocates is charged to that cgroup.
+Started by the supervisor as ``python -m oomguard.engine.worker FD SLOT_FD`` with one end
+of a socket pair and a 16-byte shared memory slot. It first waits for ``init``, which the
+supervisor sends only after moving it into its cgroup, so everything the user's code
+allocates is charged to that cgroup.
 
 Protocol (pickled tuples over a multiprocessing Connection):
 
     supervisor -> worker   ("init", spec) | ("batch", batch_id, [(index, value), ...], extra)
                            | ("stop",)    extra: {"pressure": (level, reason), "attempt": n}
     worker -> supervisor   ("ready", pid) | ("fatal", message)
-                           ("item", batch_id, index, status, value, line, error)
-                           ("done", batch_id, stats)
+                           ("items", batch_id, [(index, status, value, line, error), ...])
+                           ("batch_error", batch_id, status, error)
+                           ("done", batch_id, [(index, status, value, line, error), ...], stats)
 
-With a per-item function each item is reported the moment it finishes, so when the
-worker dies the supervisor knows exactly which item was running (the first unreported
-one) and keeps the results of those before it. This module imports little: every
-millisecond of start-up is paid again for each replacement worker.
+Results travel in groups: whatever finished in the last ``report_interval`` seconds, and
+the rest with ``done``, so a batch of fast items costs the supervisor one or two messages,
+not one per item. Which item is running is not a message at all: before each item the
+worker writes ``(batch_id, index)`` into the shared slot (``(batch_id, -1)`` once the
+items are over). When the worker dies the supervisor reads the slot: that item is the one
+to blame; items that finished but were not reported yet are simply run again. This module
+imports little: every millisecond of start-up is paid again for each replacement worker.
 """
 
 from __future__ import annotations
@@ -23,10 +28,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import mmap
 import os
+import pickle
 import resource
 import signal
+import struct
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -84,17 +93,26 @@ def error_payload(exc: BaseException) -> dict[str, str]:
     }
 
 
+SLOT = struct.Struct("qq")  # (batch_id, index of the running item; -1 when none runs)
+SLOT_SIZE = SLOT.size
+AFTER_ITEMS = -1
+REPORT_INTERVAL = 0.1  # seconds between result groups within a batch
+REPORT_MAX_ITEMS = 1000  # and at most this many results held back
+
+
 class WorkerLoop:
-    def __init__(self, conn: Connection, spec: dict[str, Any]) -> None:
+    def __init__(self, conn: Connection, spec: dict[str, Any], slot: mmap.mmap) -> None:
         self.conn = conn
+        self.slot = slot
         self.function = resolve_function(spec["function"])
         self.batched: bool = spec["batched"]
         self.encode_json: bool = spec["encode_json"]
         self.trim = malloc_trimmer() if spec.get("trim") else None
+        self.pending: list[tuple[int, str, Any, str | None, dict[str, str] | None]] = []
+        self.report_at = 0.0
 
-    def send_item(
-        self, batch_id: int, index: int, status: Status, value: Any, error: dict[str, str] | None
-    ) -> None:
+    def result(self, index: int, status: Status, value: Any, error: dict[str, str] | None) -> None:
+        """Hold one item's result for the next group; JSON-encode it here, off the supervisor."""
         line = None
         if status is Status.SUCCESS and self.encode_json:
             try:
@@ -107,24 +125,55 @@ class WorkerLoop:
                     ),
                 )
             value = None  # the line carries it
+        self.pending.append((index, str(status), value, line, error))
+
+    def report(self, batch_id: int, stats: dict[str, Any] | None = None) -> None:
+        """Send the held results (with ``stats``: the batch's ``done``)."""
+        results, self.pending = self.pending, []
+        self.report_at = time.monotonic() + REPORT_INTERVAL
         try:
-            self.conn.send(("item", batch_id, index, str(status), value, line, error))
-        except (TypeError, AttributeError, ValueError) as exc:  # pickling failed; nothing was sent
-            if status is not Status.SUCCESS:
-                raise
-            detail = error_payload(TypeError(f"result of item {index} cannot be pickled: {exc}"))
-            self.conn.send(("item", batch_id, index, str(Status.ERROR), None, None, detail))
+            message = (
+                ("items", batch_id, results)
+                if stats is None
+                else ("done", batch_id, results, stats)
+            )
+            self.conn.send(message)
+        except (TypeError, AttributeError, ValueError, pickle.PicklingError):
+            # a result that cannot be pickled (nothing was sent): that item becomes an error
+            self.conn.send(self._picklable(batch_id, results, stats))
+
+    def _picklable(
+        self, batch_id: int, results: list[Any], stats: dict[str, Any] | None
+    ) -> tuple[Any, ...]:
+        checked = []
+        for entry in results:
+            try:
+                pickle.dumps(entry)
+            except (TypeError, AttributeError, ValueError, pickle.PicklingError) as exc:
+                index = entry[0]
+                detail = error_payload(
+                    TypeError(f"result of item {index} cannot be pickled: {exc}")
+                )
+                checked.append((index, str(Status.ERROR), None, None, detail))
+            else:
+                checked.append(entry)
+        return ("items", batch_id, checked) if stats is None else ("done", batch_id, checked, stats)
 
     def run_items(self, batch_id: int, items: list[tuple[int, Any]]) -> None:
+        mark = SLOT.pack_into
         for index, value in items:
+            mark(self.slot, 0, batch_id, index)
             try:
                 result = self.function(value)
             except Exception as exc:  # user code: every exception is a classified result
-                self.send_item(batch_id, index, classify_exception(exc), None, error_payload(exc))
-                continue
-            self.send_item(batch_id, index, Status.SUCCESS, result, None)
+                self.result(index, classify_exception(exc), None, error_payload(exc))
+            else:
+                self.result(index, Status.SUCCESS, result, None)
+            if len(self.pending) >= REPORT_MAX_ITEMS or time.monotonic() >= self.report_at:
+                self.report(batch_id)
 
     def run_batch(self, batch_id: int, items: list[tuple[int, Any]]) -> None:
+        SLOT.pack_into(self.slot, 0, batch_id, items[0][0] if items else AFTER_ITEMS)
         try:
             results = self.function([value for _, value in items])
             results = list(results)
@@ -140,7 +189,7 @@ class WorkerLoop:
             self.conn.send(("batch_error", batch_id, str(Status.ERROR), error_payload(problem)))
             return
         for (index, _), result in zip(items, results, strict=True):
-            self.send_item(batch_id, index, Status.SUCCESS, result, None)
+            self.result(index, Status.SUCCESS, result, None)
 
     def serve(self) -> None:
         while True:
@@ -154,10 +203,12 @@ class WorkerLoop:
                 )
             )
             rss_before = own_rss()
+            self.report_at = time.monotonic() + REPORT_INTERVAL
             if self.batched:
                 self.run_batch(batch_id, items)
             else:
                 self.run_items(batch_id, items)
+            SLOT.pack_into(self.slot, 0, batch_id, AFTER_ITEMS)
             trimmed = self.trim is not None and bool(self.trim(0))
             stats = {
                 "rss_before": rss_before,
@@ -165,13 +216,16 @@ class WorkerLoop:
                 "max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                 "trimmed": trimmed,
             }
-            self.conn.send(("done", batch_id, stats))
+            self.report(batch_id, stats)
 
 
 def main(argv: list[str]) -> int:
     # Ctrl-C belongs to the supervisor, which stops workers itself
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(int(argv[0]))
+    slot_fd = int(argv[1])
+    slot = mmap.mmap(slot_fd, SLOT_SIZE)
+    os.close(slot_fd)
     set_oom_score_adj(WORKER_OOM_SCORE_ADJ)
     try:
         kind, spec = conn.recv()
@@ -182,7 +236,7 @@ def main(argv: list[str]) -> int:
     if spec.get("rlimit_as"):
         apply_rlimit_as(spec["rlimit_as"])  # the coarse guard where no cgroup can be written
     try:
-        loop = WorkerLoop(conn, spec)
+        loop = WorkerLoop(conn, spec, slot)
     except BaseException as exc:
         conn.send(("fatal", f"cannot load {spec['function']!r}: {type(exc).__name__}: {exc}"))
         return 1

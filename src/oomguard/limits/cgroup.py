@@ -204,7 +204,14 @@ class CgroupV1Group(CgroupGroup):
         return GroupMemory(memory.usage, memory.limit, memory.peak, memory.oom_kill)
 
     def reset_peak(self) -> None:
-        _write(self.directory / "memory.max_usage_in_bytes", "0")
+        # once per batch: through a descriptor kept open, as the reads are
+        fd = self._fds.get("reset:memory.max_usage_in_bytes")
+        if fd is None:
+            path = self.directory / "memory.max_usage_in_bytes"
+            fd = self._fds["reset:memory.max_usage_in_bytes"] = os.open(
+                path, os.O_WRONLY | os.O_CLOEXEC
+            )
+        os.pwrite(fd, b"0", 0)
 
 
 class CgroupV2Group(CgroupGroup):

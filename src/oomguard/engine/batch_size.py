@@ -1,0 +1,47 @@
+"""Adaptive batch size: the one home of "how many items go in the next batch".
+
+Off by default (``adaptive_batch = false``): every batch holds ``batch_size`` items, as the
+user asked. On, the size moves within ``[min_batch_size, max_batch_size]``:
+
+- **memory**: a batch whose predicted peak would not fit the room left under the admission
+  target is cut to the number of items that fits (instead of waiting for room), never
+  below ``min_batch_size``;
+- **time**: a full batch that took under half of ``batch_seconds`` while memory was
+  plentiful (twice the batch would still use under half of the target) doubles the size,
+  so fast items stop paying a supervisor round trip each few milliseconds; a batch that
+  ran over four times ``batch_seconds`` halves it, so slow items keep progress and
+  checkpoints coming and a failure costs less work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class BatchSizer:
+    start: int
+    low: int = 1
+    high: int = 1000
+    seconds: float = 0.5
+    enabled: bool = False
+
+    def __post_init__(self) -> None:
+        self.size = self.start
+
+    def fitting(self, per_item: float | None, room: int) -> int:
+        """Items for the next batch: the size, cut to what fits ``room`` at ``per_item`` bytes."""
+        if not self.enabled or per_item is None or per_item <= 0:
+            return self.size
+        return max(self.low, min(self.size, int(room // per_item)))
+
+    def after_batch(self, items: int, seconds: float, plentiful: bool) -> int | None:
+        """Learn from a batch that finished; returns the new size when it changed."""
+        if not self.enabled:
+            return None
+        before = self.size
+        if items >= self.size and seconds < self.seconds / 2 and plentiful:
+            self.size = min(self.high, self.size * 2)
+        elif seconds > self.seconds * 4:
+            self.size = max(self.low, self.size // 2)
+        return self.size if self.size != before else None
