@@ -197,3 +197,34 @@ def test_watchdog_mode_quarantines_the_poison_too(run_job) -> None:
     assert [(q["input_index"], q["status"]) for q in result.quarantined] == [(6, "oom_killed")]
     assert result.quarantined[0]["evidence"]["enforcer"] == "watchdog"
     assert result.summary["enforcement"] == "watchdog"
+
+
+def test_workers_are_forked_by_the_fork_server_and_spawned_without_it(
+    cgroup_limiter: CgroupLimiter, run_job
+) -> None:
+    items = [{"kind": "whoami"} for _ in range(4)]
+    forked, forked_lines = run_job(items, name="forked", batch_size=1)
+    spawned, spawned_lines = run_job(items, name="spawned", batch_size=1, start_method="spawn")
+    assert forked.succeeded == spawned.succeeded == 4
+    for result in (forked, spawned):
+        events = [e["event"] for e in result.summary["events"]]
+        assert "fork_server_unavailable" not in events
+    assert all("oomguard.engine.forkserver" in line["result"]["parent"] for line in forked_lines)
+    assert not any(
+        "oomguard.engine.forkserver" in line["result"]["parent"] for line in spawned_lines
+    )
+    for line in forked_lines + spawned_lines:  # either way: first in line, in its own cgroup
+        assert line["result"]["oom_score_adj"] == 1000 and "-job/w" in line["result"]["cgroup"]
+
+
+def test_a_dead_fork_server_falls_back_to_spawning(run_job) -> None:
+    items = [{"kind": "ok", "value": i} for i in range(6)]
+    items[2] = {"kind": "kill_fork_server"}
+    result, lines = run_job(items, batch_size=1, workers=1)
+    exactly_once(lines, set(range(6)))
+    events = [e for e in result.summary["events"] if e["event"] == "fork_server_unavailable"]
+    assert len(events) == 1 and "gone" in events[0]["error"]
+    crashed = [a for a in manifest(result.run_dir) if a["status"] == "worker_crash"]
+    assert [a["input_indices"] for a in crashed] == [[2]]  # retried, by a spawned worker
+    # after the fall-back the worker's parent is the supervisor's interpreter
+    assert "oomguard.engine.forkserver" not in " ".join(lines[2]["result"]["parent"])

@@ -18,6 +18,7 @@ from oomguard.sizes import parse_size
 
 DEFAULT_MEMORY_FRACTION = 0.90  # the job's cap, of the effective budget: the machine keeps 10%
 LOG_FORMATS = ("auto", "rich", "plain", "json", "quiet")
+START_METHODS = ("forkserver", "spawn")
 
 
 @dataclass
@@ -68,6 +69,8 @@ class JobConfig:
     trim: bool = True  # malloc_trim(0) after each batch (glibc; skipped under jemalloc)
     # group semantics (seeds/004): an OOM kill of one worker restarts them all
     group: bool = False
+    # how workers start: forked by a clean fork server (fast) or as fresh interpreters
+    start_method: str = "forkserver"
 
     def validate(self) -> None:
         def positive(name: str, value: float | None, allow_none: bool = False) -> None:
@@ -112,6 +115,11 @@ class JobConfig:
         positive("max_batches_per_worker", self.max_batches_per_worker, allow_none=True)
         if not 0.0 < self.alone_fraction <= 1.0:
             raise ConfigError(f"invalid alone_fraction {self.alone_fraction!r}: expected (0, 1]")
+        if self.start_method not in START_METHODS:
+            raise ConfigError(
+                f"invalid start_method {self.start_method!r}: expected one of "
+                + ", ".join(START_METHODS)
+            )
         if self.limiter not in MODES:
             raise ConfigError(
                 f"invalid limiter {self.limiter!r}: expected one of {', '.join(MODES)}"

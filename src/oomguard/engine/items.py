@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +39,7 @@ class Batch:
     known_cost: int = 0  # bytes it is known to need: its peak when it was last OOM-killed
     parent_id: int | None = None  # the batch it was split from
 
-    @property
+    @functools.cached_property
     def size_bytes(self) -> int:
         return sum(item.size for item in self.items)
 

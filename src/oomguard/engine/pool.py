@@ -1,9 +1,10 @@
 """Worker processes: start one in its own cgroup, talk to it, know the moment it dies.
 
-Each worker is ``python -m oomguard.engine.worker FD SLOT_FD`` (a fresh interpreter, never
-a fork of the threaded supervisor), joined to the supervisor by a socket pair and a shared
-16-byte memfd slot where it marks the item it is running. Its death is seen through a
-pidfd — readable the instant the process exits, no polling.
+Each worker is forked by the run's fork server (:mod:`oomguard.engine.forkserver`), or
+started as ``python -m oomguard.engine.worker FD SLOT_FD`` (a fresh interpreter) without
+one; never a fork of the threaded supervisor. It is joined to the supervisor by a socket
+pair and a shared 16-byte memfd slot where it marks the item it is running. Its death is
+seen through a pidfd — readable the instant the process exits, no polling.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from oomguard.engine.forking import ForkedProcess, ForkServer
 from oomguard.engine.items import Batch
 from oomguard.engine.sinks import Record
 from oomguard.engine.worker import AFTER_ITEMS, SLOT, SLOT_SIZE
@@ -29,7 +31,7 @@ from oomguard.limits.base import Limiter, MemoryGroup
 class WorkerHandle:
     slot: int
     generation: int
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes] | ForkedProcess
     conn: Connection
     pidfd: int
     group: MemoryGroup
@@ -95,26 +97,38 @@ def start_worker(
     spec: dict[str, Any],
     worker_memory: int | None,
     env: dict[str, str] | None = None,
+    server: ForkServer | None = None,
 ) -> WorkerHandle:
-    """Start a worker, move it into a fresh cgroup, then let it load the user's code."""
+    """Start a worker, move it into a fresh cgroup, then let it load the user's code.
+
+    Forked by ``server`` when there is one (milliseconds), else spawned as a fresh
+    interpreter. Either way it waits for ``init`` before anything of the user's runs.
+    """
     group = limiter.create_group(f"w{slot}-{generation}", worker_memory, parent=job)
     ours, theirs = socket.socketpair()
     slot_fd = os.memfd_create("oomguard-running-item", os.MFD_CLOEXEC)
+    proc: subprocess.Popen[bytes] | ForkedProcess
     try:
         os.ftruncate(slot_fd, SLOT_SIZE)
         running = mmap.mmap(slot_fd, SLOT_SIZE)
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "oomguard.engine.worker",
-                str(theirs.fileno()),
-                str(slot_fd),
-            ],
-            pass_fds=(theirs.fileno(), slot_fd),
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
-        )
+        if server is not None:
+            pid = server.spawn(theirs.fileno(), slot_fd)
+            proc = ForkedProcess(server, pid, _pidfd(pid))
+            pidfd = proc.pidfd
+        else:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "oomguard.engine.worker",
+                    str(theirs.fileno()),
+                    str(slot_fd),
+                ],
+                pass_fds=(theirs.fileno(), slot_fd),
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+            )
+            pidfd = os.pidfd_open(proc.pid)
     except BaseException:
         ours.close()
         theirs.close()
@@ -131,7 +145,7 @@ def start_worker(
         generation=generation,
         proc=proc,
         conn=conn,
-        pidfd=os.pidfd_open(proc.pid),
+        pidfd=pidfd,
         group=group,
         oom_baseline=group.read().oom_kill,
         started_at=time.monotonic(),
@@ -141,6 +155,15 @@ def start_worker(
     handle.poller.register(conn.fileno(), select.POLLIN)
     conn.send(("init", spec))
     return handle
+
+
+def _pidfd(pid: int) -> int:
+    """A pidfd for ``pid``; for one that already ended (and was reaped), a descriptor that
+    is readable at once, so its death is handled like any other."""
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        return os.eventfd(1, os.EFD_CLOEXEC)
 
 
 def close_worker(handle: WorkerHandle) -> None:

@@ -86,8 +86,11 @@ def _fail(action: str, path: Path, err: OSError) -> SinkError:
     )
 
 
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def encode_line(index: int, value: Any) -> str:
-    return json.dumps({"input_index": index, "result": value}, ensure_ascii=False)
+    return _encode({"input_index": index, "result": value})
 
 
 class JsonlSink:

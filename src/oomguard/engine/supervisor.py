@@ -44,6 +44,7 @@ from oomguard.engine.artifacts import MemoryLog, open_private, write_dmesg_excer
 from oomguard.engine.batch_size import BatchSizer
 from oomguard.engine.classify import Status, classify_text
 from oomguard.engine.config import JobConfig
+from oomguard.engine.forking import ForkServer, ForkServerGone
 from oomguard.engine.items import Batch, Item
 from oomguard.engine.monitor import Monitor, WorkerView
 from oomguard.engine.pool import WorkerHandle, close_worker, start_worker
@@ -73,6 +74,7 @@ from oomguard.metrics.registry import Registry
 from oomguard.sizes import mib
 
 _END = object()  # the reader's "source exhausted" mark
+_SUCCESS = str(Status.SUCCESS)
 
 
 class SourceReader:
@@ -302,6 +304,7 @@ class Supervisor:
             memory,
         )
         self.held: Batch | None = None  # formed, but not admitted yet
+        self.fork_server: ForkServer | None = None
         self.recycled = 0
         self.trims = 0
         self.group_restarts = 0
@@ -379,9 +382,21 @@ class Supervisor:
             self.backend.start()  # blocks until healthy: no work before the backend answers
             self.watch(self.backend.fileno(), "backend")
             self.add_event({"time": time.time(), "event": "backend_ready"})
+        if self.config.start_method == "forkserver":
+            try:
+                self.fork_server = ForkServer(self.worker_env())
+            except (OSError, ForkServerGone) as err:
+                self.fork_server_lost(err)
         for slot in range(self.config.workers):
             self.start_slot(slot)
         self.wait_for_first_worker()
+
+    def fork_server_lost(self, err: BaseException) -> None:
+        """Without a fork server workers start as fresh interpreters: slower, as good."""
+        self.add_event({"time": time.time(), "event": "fork_server_unavailable", "error": str(err)})
+        if self.fork_server is not None:
+            self.fork_server.close()
+        self.fork_server = None
 
     def wanted(self, index: int) -> bool:
         if self.only is not None:
@@ -575,6 +590,10 @@ class Supervisor:
             return None
         full = len(self.open_items) >= batch_size or self.open_bytes >= config.max_bytes
         old = time.monotonic() - self.open_since >= config.max_wait_ms / 1000
+        if self.source_done and self.sizer.enabled:
+            # the last items: share them out rather than leave workers idle behind one batch
+            share = -(-len(self.open_items) // max(1, self.config.workers))
+            batch_size = max(self.sizer.low, min(batch_size, share))
         if full or old or self.source_done:
             return self.close_open_batch(batch_size)
         return None
@@ -628,15 +647,28 @@ class Supervisor:
     def start_slot(self, slot: int) -> None:
         assert self.job is not None
         self.generations[slot] += 1
-        handle = start_worker(
-            self.limiter,
-            self.job,
-            slot,
-            self.generations[slot],
-            self.spec,
-            self.config.worker_memory,
-            self.worker_env(),
-        )
+        try:
+            handle = start_worker(
+                self.limiter,
+                self.job,
+                slot,
+                self.generations[slot],
+                self.spec,
+                self.config.worker_memory,
+                self.worker_env(),
+                self.fork_server,
+            )
+        except ForkServerGone as err:
+            self.fork_server_lost(err)
+            handle = start_worker(
+                self.limiter,
+                self.job,
+                slot,
+                self.generations[slot],
+                self.spec,
+                self.config.worker_memory,
+                self.worker_env(),
+            )
         self.workers[slot] = handle
         self.watch(handle.conn, "messages", handle)
         self.watch(handle.pidfd, "death", handle)
@@ -688,12 +720,12 @@ class Supervisor:
 
     @staticmethod
     def take_results(handle: WorkerHandle, results: list[tuple[Any, ...]]) -> None:
-        success = str(Status.SUCCESS)
-        records = handle.records
+        success = _SUCCESS
+        add_record = handle.records.append
+        handle.reported.update(entry[0] for entry in results)
         for index, status, value, line, error in results:
-            handle.reported.add(index)
             if status == success:
-                records.append(Record(index, value, line))
+                add_record(Record(index, value, line))
             else:
                 handle.item_failures.append((index, status, error))
 
@@ -1084,8 +1116,7 @@ class Supervisor:
     def commit(self, records: list[Record]) -> None:
         if not records:
             return
-        records.sort(key=lambda r: r.index)
-        self.writer.write(records)
+        self.writer.write(records)  # in input order within the batch, as the worker ran them
         self.counters.succeeded += len(records)
 
     def quarantine_item(self, item: Item, status: Status, evidence: dict[str, Any]) -> None:
@@ -1247,7 +1278,7 @@ class Supervisor:
                 self.backend.close()
             except Exception:
                 pass
-        for step in (self.stop_workers, self._stop_reader):
+        for step in (self.stop_workers, self._stop_fork_server, self._stop_reader):
             try:
                 step()
             except Exception:
@@ -1284,6 +1315,11 @@ class Supervisor:
 
     def _quantiles(self, label: str, scale: float) -> dict[str, float] | None:
         return _quantile_dict(self.metrics, label, scale)
+
+    def _stop_fork_server(self) -> None:
+        if self.fork_server is not None:
+            self.fork_server.close()
+            self.fork_server = None
 
     def _stop_reader(self) -> None:
         if self.reader is not None:

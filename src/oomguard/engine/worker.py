@@ -1,7 +1,7 @@
 """The worker process: runs batches, reports results in groups, decides nothing.
 
-Started by the supervisor as ``python -m oomguard.engine.worker FD SLOT_FD`` with one end
-of a socket pair and a 16-byte shared memory slot. It first waits for ``init``, which the
+Forked by the fork server (or started as ``python -m oomguard.engine.worker FD SLOT_FD``)
+with one end of a socket pair and a 16-byte shared memory slot. It first waits for ``init``, which the
 supervisor sends only after moving it into its cgroup, so everything the user's code
 allocates is charged to that cgroup.
 
@@ -96,6 +96,7 @@ def error_payload(exc: BaseException) -> dict[str, str]:
 SLOT = struct.Struct("qq")  # (batch_id, index of the running item; -1 when none runs)
 SLOT_SIZE = SLOT.size
 AFTER_ITEMS = -1
+_encode = json.JSONEncoder(ensure_ascii=False).encode  # one encoder, not one per item
 REPORT_INTERVAL = 0.1  # seconds between result groups within a batch
 REPORT_MAX_ITEMS = 1000  # and at most this many results held back
 
@@ -116,7 +117,7 @@ class WorkerLoop:
         line = None
         if status is Status.SUCCESS and self.encode_json:
             try:
-                line = json.dumps({"input_index": index, "result": value}, ensure_ascii=False)
+                line = _encode({"input_index": index, "result": value})
             except (TypeError, ValueError) as exc:
                 status, error = (
                     Status.ERROR,

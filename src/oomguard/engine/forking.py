@@ -1,0 +1,146 @@
+"""The supervisor's side of the fork server (:mod:`oomguard.engine.forkserver`).
+
+:class:`ForkServer` starts the server and asks it for workers; :class:`ForkedProcess` is
+what the engine holds for each one, with the part of ``subprocess.Popen`` it uses (``pid``,
+``poll``, ``wait``, ``kill``, ``returncode``), so a worker forked by the server and one
+spawned as a fresh interpreter are handled alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from oomguard.errors import OomguardError
+
+START_TIMEOUT = 60.0  # seconds for the server to import the worker module and say ready
+UNKNOWN_CODE = 255  # a worker's exit code when the server that would report it is gone
+
+
+class ForkServerGone(OomguardError):
+    """The fork server died or stopped answering; the engine falls back to spawning."""
+
+
+class ForkServer:
+    def __init__(self, env: dict[str, str]) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "oomguard.engine.forkserver", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **env},
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self.sock = ours
+        self.exits: dict[int, int] = {}  # exit codes reported, by pid
+        self._spawned: int | None = None
+        try:
+            ready = self._next(START_TIMEOUT)
+        except ForkServerGone:
+            self.close()
+            raise
+        if ready is None or "ready" not in ready:
+            self.close()
+            raise ForkServerGone(f"the fork server did not start within {START_TIMEOUT:.0f} s")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _next(self, timeout: float | None) -> dict[str, int] | None:
+        """The next message (exit reports are filed on the way), or None at the timeout."""
+        ready, _, _ = select.select([self.sock], [], [], timeout)
+        if not ready:
+            return None
+        try:
+            data = self.sock.recv(256)
+        except OSError as err:
+            raise ForkServerGone(f"the fork server is gone: {err}") from err
+        if not data:
+            raise ForkServerGone("the fork server is gone")
+        message: dict[str, int] = json.loads(data)
+        if "exit" in message:
+            self.exits[message["exit"]] = message["code"]
+        return message
+
+    def spawn(self, conn_fd: int, slot_fd: int) -> int:
+        """Fork a worker holding these two descriptors; returns its pid."""
+        try:
+            socket.send_fds(self.sock, [b"spawn"], [conn_fd, slot_fd])
+        except OSError as err:
+            raise ForkServerGone(f"the fork server is gone: {err}") from err
+        deadline = time.monotonic() + START_TIMEOUT
+        while (left := deadline - time.monotonic()) > 0:
+            message = self._next(left)
+            if message is not None and "pid" in message:
+                return message["pid"]
+        raise ForkServerGone("the fork server did not fork a worker in time")
+
+    def returncode(self, pid: int, timeout: float | None) -> int | None:
+        """``pid``'s exit code, waiting up to ``timeout`` seconds for the report (None: forever)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while pid not in self.exits:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if self._next(left) is None and left is not None and left <= 0:
+                return None
+        return self.exits.pop(pid)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        self.sock.close()  # end of input: the server returns
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class ForkedProcess:
+    """A worker forked by the server, through the part of Popen's interface the engine uses."""
+
+    def __init__(self, server: ForkServer, pid: int, pidfd: int) -> None:
+        self.server = server
+        self.pid = pid
+        self.pidfd = pidfd
+        self.returncode: int | None = None
+
+    def _code(self, timeout: float | None) -> int | None:
+        try:
+            return self.server.returncode(self.pid, timeout)
+        except ForkServerGone:
+            # no one left to report the code: its pidfd still says whether it has ended
+            ended, _, _ = select.select([self.pidfd], [], [], timeout)
+            return UNKNOWN_CODE if ended else None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self._code(0)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            self.returncode = self._code(timeout)
+            if self.returncode is None:
+                raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout or 0)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is not None:
+            return
+        try:
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        except OSError:
+            pass  # already gone

@@ -1,0 +1,115 @@
+"""The fork server: workers start in milliseconds, not as a fresh interpreter each time.
+
+A fresh interpreter costs 20 ms on a quiet machine and much more where ``site`` is busy
+(150 ms here), paid again for every replacement after an OOM kill. Like multiprocessing's
+``forkserver`` start method, oomguard starts one small server per run: a fresh,
+single-threaded interpreter (never a fork of the threaded supervisor) that imports only
+the worker module and then forks a worker per request. It imports none of the user's
+code, so nothing the user's libraries start (threads, GPU contexts) is ever forked.
+
+Started as ``python -m oomguard.engine.forkserver FD`` with one end of a SOCK_SEQPACKET
+socket pair, in the workers' environment (so ``MALLOC_ARENA_MAX`` and friends, read by
+glibc once at start-up, hold for every child). Messages, one JSON object per packet:
+
+    supervisor -> server   b"spawn" with two descriptors (the worker's socket, its slot)
+    server -> supervisor   {"ready": pid} once | {"pid": N} per spawn
+                           | {"exit": N, "code": C} when a worker ends (it reaps them)
+
+The exit code is Popen's: negative for the signal that ended the worker. The supervisor
+sees a worker die through its pidfd (readable for any process, not only children) and
+reads its code from here. End of the socket ends the server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import traceback
+
+
+def send(sock: socket.socket, message: dict[str, int]) -> None:
+    sock.send(json.dumps(message).encode())
+
+
+def run_child(
+    sock: socket.socket,
+    selector: selectors.BaseSelector,
+    wake: tuple[int, int],
+    fds: list[int],
+) -> None:
+    """In the forked child: become a worker; never return into the server's loop."""
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        selector.close()
+        sock.close()
+        for fd in wake:
+            os.close(fd)
+        from oomguard.engine import worker
+
+        code = worker.main([str(fds[0]), str(fds[1])])
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def reap(sock: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        send(sock, {"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+
+
+def serve(sock: socket.socket) -> None:
+    from oomguard.engine import worker  # noqa: F401  (preloaded: every child has it imported)
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the supervisor
+    wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wake-up fd is written
+    selector = selectors.DefaultSelector()
+    selector.register(sock, selectors.EVENT_READ, "request")
+    selector.register(wake_read, selectors.EVENT_READ, "child")
+    send(sock, {"ready": os.getpid()})
+    while True:
+        for key, _ in selector.select():
+            if key.data == "child":
+                try:
+                    while os.read(wake_read, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+                reap(sock)
+                continue
+            message, fds, _, _ = socket.recv_fds(sock, 64, 2)
+            if not message:
+                return  # the supervisor closed its end: the run is over
+            pid = os.fork()
+            if pid == 0:
+                run_child(sock, selector, (wake_read, wake_write), fds)
+            for fd in fds:
+                os.close(fd)
+            send(sock, {"pid": pid})
+
+
+def main(argv: list[str]) -> int:
+    sock = socket.socket(fileno=int(argv[0]))
+    try:
+        serve(sock)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the supervisor is gone
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
