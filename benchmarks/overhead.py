@@ -77,11 +77,26 @@ def contenders(items: list[dict[str, float]]) -> dict[str, float]:
     return results
 
 
+def interpreter_start_ms() -> float:
+    """What one fresh interpreter costs to start here (median of 5): loky and oomguard's
+    fork server pay it once per run; ProcessPoolExecutor and pebble fork instead."""
+    import statistics
+    import subprocess
+
+    walls = []
+    for _ in range(5):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        walls.append(time.perf_counter() - start)
+    return statistics.median(walls) * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=20_000)
     args = parser.parse_args()
     print(f"# overhead without pressure, {CORES} cores, {time.strftime('%Y-%m-%d')}")
+    print(f"\n`{sys.executable} -c pass` takes {interpreter_start_ms():.0f} ms here")
     for ms in (1.0, 0.1):
         items = [{"i": i, "ms": ms} for i in range(args.items)]
         ideal = args.items * ms / 1000 / CORES

@@ -204,3 +204,16 @@ def test_adaptive_batches_shrink_to_the_memory_left(cgroup_limiter: CgroupLimite
     assert all(a["status"] == "success" for a in attempts)
     assert result.summary["cgroup_events"]["oom_kill"] == 0
     assert any(len(a["input_indices"]) < 8 for a in attempts[:-1])  # cut, not only the last
+
+
+def test_a_kill_at_the_workers_own_cap_does_not_lower_the_limit(
+    cgroup_limiter: CgroupLimiter, run_job
+) -> None:
+    # worker_memory caps each worker at 128 MiB inside a 1 GiB job: these items die at
+    # their own cap with the job's memory to spare, which says nothing about concurrency
+    items = [{"kind": "grow", "mb": 200}, {"kind": "ok", "value": 1}, {"kind": "grow", "mb": 200}]
+    result, lines = run_job(items, memory="1g", worker_memory="128m", batch_size=1)
+    assert [line["input_index"] for line in lines] == [1]
+    assert sorted(q["input_index"] for q in result.quarantined) == [0, 2]
+    assert all(q["evidence"]["at_worker_cap"] is True for q in result.quarantined)
+    assert not [e for e in result.summary["events"] if e["event"] == "concurrency"]

@@ -2,6 +2,7 @@
 has no v2 memory controller). Notification uses real inotify on the fixture files."""
 
 import os
+import select
 import subprocess
 from pathlib import Path
 
@@ -81,3 +82,24 @@ def test_enable_memory_controller_without_permission(tmp_path: Path) -> None:
     finally:
         if mounted:
             subprocess.run(["umount", str(target)], check=True)
+
+
+def test_a_wake_up_without_a_kill_schedules_a_rescan_instead_of_blocking(tmp_path: Path) -> None:
+    # v1 signals as an OOM starts and the kill follows: drain() must not sleep the
+    # supervisor's loop waiting for it; it asks to be called again (settle_timeout)
+    worker = make_v2_tree(tmp_path)
+    source = CgroupEventSource("v2")
+    try:
+        source.watch(str(worker), worker)
+        assert source.settle_timeout() is None
+        (worker / "memory.events").write_text(EVENTS.format(oom=3, kill=1))  # not a new kill
+        ready, _, _ = select.select([source], [], [], 10)
+        assert ready  # the wake-up
+        assert source.drain() == []
+        assert source.settle_timeout() is not None  # a re-scan is due soon
+        (worker / "memory.events").write_text(EVENTS.format(oom=3, kill=2))  # the kill lands
+        events = source.wait(timeout=10)
+        assert [e.oom_kill for e in events] == [2]
+        assert source.settle_timeout() is None
+    finally:
+        source.close()

@@ -74,10 +74,12 @@ class ForkServer:
             self.exits[message["exit"]] = message["code"]
         return message
 
-    def spawn(self, conn_fd: int, slot_fd: int) -> int:
-        """Fork a worker holding these two descriptors; returns its pid."""
+    def spawn(self, conn_fd: int, slot_fd: int, join: str | None = None) -> int:
+        """Fork a worker holding these two descriptors; returns its pid. With ``join`` (a
+        cgroup.procs path) the worker moves itself into that cgroup before anything runs."""
+        request = b"spawn" + (b"\0" + os.fsencode(join) if join else b"")
         try:
-            socket.send_fds(self.sock, [b"spawn"], [conn_fd, slot_fd])
+            socket.send_fds(self.sock, [request], [conn_fd, slot_fd])
         except OSError as err:
             raise ForkServerGone(f"the fork server is gone: {err}") from err
         deadline = time.monotonic() + START_TIMEOUT

@@ -11,7 +11,11 @@ Started as ``python -m oomguard.engine.forkserver FD`` with one end of a SOCK_SE
 socket pair, in the workers' environment (so ``MALLOC_ARENA_MAX`` and friends, read by
 glibc once at start-up, hold for every child). Messages, one JSON object per packet:
 
-    supervisor -> server   b"spawn" with two descriptors (the worker's socket, its slot)
+    supervisor -> server   b"spawn" [b"\0" + a cgroup.procs path] with two descriptors
+                           (the worker's socket, its slot); with a path, the child writes
+                           its own pid there first (joins its cgroup: moving a process
+                           costs the kernel milliseconds, paid by the child, not the
+                           supervisor), before anything else runs
     server -> supervisor   {"ready": pid} once | {"pid": N} per spawn
                            | {"exit": N, "code": C} when a worker ends (it reaps them)
 
@@ -35,11 +39,25 @@ def send(sock: socket.socket, message: dict[str, int]) -> None:
     sock.send(json.dumps(message).encode())
 
 
+def join(path: str, conn_fd: int) -> bool:
+    """Write our pid into ``path``; on failure tell the supervisor (a fatal message)."""
+    try:
+        with open(path, "w") as procs:
+            procs.write(str(os.getpid()))
+        return True
+    except OSError as err:
+        from multiprocessing.connection import Connection
+
+        Connection(conn_fd).send(("fatal", f"a worker cannot join its cgroup {path}: {err}"))
+        return False
+
+
 def run_child(
     sock: socket.socket,
     selector: selectors.BaseSelector,
     wake: tuple[int, int],
     fds: list[int],
+    join_path: str | None,
 ) -> None:
     """In the forked child: become a worker; never return into the server's loop."""
     code = 1
@@ -50,6 +68,8 @@ def run_child(
         sock.close()
         for fd in wake:
             os.close(fd)
+        if join_path is not None and not join(join_path, fds[0]):
+            return
         from oomguard.engine import worker
 
         code = worker.main([str(fds[0]), str(fds[1])])
@@ -71,7 +91,9 @@ def reap(sock: socket.socket) -> None:
 
 
 def serve(sock: socket.socket) -> None:
-    from oomguard.engine import worker  # noqa: F401  (preloaded: every child has it imported)
+    import ctypes  # noqa: F401  (preloaded: every child has these imported)
+
+    from oomguard.engine import worker  # noqa: F401
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the supervisor
     wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -91,12 +113,13 @@ def serve(sock: socket.socket) -> None:
                     pass
                 reap(sock)
                 continue
-            message, fds, _, _ = socket.recv_fds(sock, 64, 2)
+            message, fds, _, _ = socket.recv_fds(sock, 8192, 2)
             if not message:
                 return  # the supervisor closed its end: the run is over
+            _, _, path = message.partition(b"\0")
             pid = os.fork()
             if pid == 0:
-                run_child(sock, selector, (wake_read, wake_write), fds)
+                run_child(sock, selector, (wake_read, wake_write), fds, os.fsdecode(path) or None)
             for fd in fds:
                 os.close(fd)
             send(sock, {"pid": pid})

@@ -111,8 +111,9 @@ def start_worker(
     try:
         os.ftruncate(slot_fd, SLOT_SIZE)
         running = mmap.mmap(slot_fd, SLOT_SIZE)
+        joins_itself = server is not None and group.join_file() is not None
         if server is not None:
-            pid = server.spawn(theirs.fileno(), slot_fd)
+            pid = server.spawn(theirs.fileno(), slot_fd, group.join_file())
             proc = ForkedProcess(server, pid, _pidfd(pid))
             pidfd = proc.pidfd
         else:
@@ -139,7 +140,8 @@ def start_worker(
         theirs.close()
     os.close(slot_fd)
     conn = Connection(ours.detach())
-    group.add_pid(proc.pid)
+    if not joins_itself:
+        group.add_pid(proc.pid)
     handle = WorkerHandle(
         slot=slot,
         generation=generation,

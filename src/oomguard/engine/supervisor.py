@@ -445,7 +445,7 @@ class Supervisor:
         kinds = {key.data[0] for key, _ in ready}
         if "backend" in kinds:
             self.handle_backend_change()
-        if "oom" in kinds:
+        if "oom" in kinds or self.limiter.events.settle_timeout() is not None:
             self.handle_oom_events()
         for key, _ in ready:
             what, worker = key.data
@@ -471,6 +471,9 @@ class Supervisor:
             deadlines.append(self.open_since + self.config.max_wait_ms / 1000)
         if deadlines:
             timeout = min(timeout, max(0.0, min(deadlines) - now))
+        settle = self.limiter.events.settle_timeout()
+        if settle is not None:
+            timeout = min(timeout, settle)
         return timeout
 
     # ---------------------------------------------------------------- dispatch
@@ -840,16 +843,21 @@ class Supervisor:
                 and not batch.alone
                 and self.is_bystander(handle)
             )
+            own_cap = handle.group.limit  # worker_memory: a cap of its own inside the job's
+            at_own_cap = own_cap is not None and peak is not None and peak >= 0.95 * own_cap
             evidence["peak_mb"] = mib(peak) if peak is not None else None
             evidence["died_alone"] = died_alone
+            if own_cap is not None:
+                evidence["at_worker_cap"] = at_own_cap
             self.record_attempt(handle, status, peak, evidence=evidence, bystander=bystander)
             self.commit(handle.records)
             if status is Status.OOM_KILLED:
                 self.counters.oom_kills += 1
                 if peak is not None:  # its retry is admitted only where this much fits
                     batch.known_cost = max(batch.known_cost, peak - handle.usage_at_start)
-                # too many at once (not one item too big for any budget): fewer in flight
-                if not bystander and not died_alone:
+                # too many at once (not one item too big for any budget, nor a worker at
+                # its own worker_memory cap, with the job's room to spare): fewer in flight
+                if not bystander and not died_alone and not at_own_cap:
                     limit = self.concurrency.decrease(handle.ticket)
                     if limit is not None:
                         self.add_event(

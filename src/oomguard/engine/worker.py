@@ -69,19 +69,21 @@ def resolve_function(spec: str) -> Callable[..., Any]:
 
 
 def malloc_trimmer() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, to give freed heap back to the OS after a batch; None under jemalloc."""
+    """glibc's malloc_trim, to give freed heap back to the OS after a batch; None under jemalloc.
+
+    Looked up among the symbols already loaded (libc is), not through
+    ctypes.util.find_library, which runs ``ldconfig``: tens of milliseconds per worker.
+    """
     import ctypes
-    import ctypes.util
 
     from oomguard.memory.allocator import jemalloc_loaded
 
     if jemalloc_loaded():
         return None
-    name = ctypes.util.find_library("c")
-    if not name:
+    try:
+        trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    except OSError:
         return None
-    libc = ctypes.CDLL(name)
-    trim = getattr(libc, "malloc_trim", None)
     return trim if callable(trim) else None
 
 

@@ -13,6 +13,7 @@ import collections
 import os
 import select
 import threading
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Literal
@@ -41,15 +42,26 @@ class EventSource(ABC):
 
     @abstractmethod
     def drain(self) -> list[OomEvent]:
-        """Every event not yet returned; never blocks for long."""
+        """Every event not yet returned; never blocks."""
+
+    def settle_timeout(self) -> float | None:
+        """Seconds until :meth:`drain` should be called again without a wake-up (an event
+        announced but not counted yet), or None when only a wake-up can bring events."""
+        return None
 
     def wait(self, timeout: float | None) -> list[OomEvent]:
         """Block until at least one event arrives or ``timeout`` passes."""
-        events = self.drain()
-        if events:
-            return events
-        ready, _, _ = select.select([self], [], [], timeout)
-        return self.drain() if ready else []
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            events = self.drain()
+            if events:
+                return events
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return []
+            settle = self.settle_timeout()
+            step = settle if left is None else (left if settle is None else min(left, settle))
+            select.select([self], [], [], step)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the descriptors."""
@@ -125,6 +137,12 @@ class MemoryGroup(ABC):
     @abstractmethod
     def add_pid(self, pid: int) -> None:
         """Move the process ``pid`` (and whatever it starts afterwards) into the group."""
+
+    def join_file(self) -> str | None:
+        """A file a process can write its own pid into to join the group (a cgroup's
+        ``cgroup.procs``), so a new worker joins before it runs anything; None where only
+        :meth:`add_pid` works."""
+        return None
 
     @abstractmethod
     def pids(self) -> list[int]: ...

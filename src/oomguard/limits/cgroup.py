@@ -159,6 +159,9 @@ class CgroupGroup(MemoryGroup):
                 return  # it died before we could move it: the caller will see the death
             raise _permission_error(err, f"move pid {pid} into", self.directory) from err
 
+    def join_file(self) -> str | None:
+        return str(self.directory / "cgroup.procs")
+
     def pids(self) -> list[int]:
         return read_procs(self.directory)
 

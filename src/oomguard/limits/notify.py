@@ -97,6 +97,7 @@ class CgroupEventSource(EventSource):
         self._watches: dict[str, _Watch] = {}
         self._lock = threading.Lock()
         self._inotify: _Inotify | None = None
+        self._settle_until: float | None = None  # monotonic: re-scan until then
         if version == "v2":
             self._inotify = _Inotify()
             self._epoll.register(self._inotify.fd, select.EPOLLIN)
@@ -179,16 +180,22 @@ class CgroupEventSource(EventSource):
 
     def drain(self) -> list[OomEvent]:
         woke = self._consume_wakeups()
-        if not woke:
+        if not woke and self._settle_until is None:
             return []  # counters only move with a wake-up: no file to read on the hot path
+        now = time.monotonic()
         events = self._scan()
-        if not events:
-            # v1 signals as the OOM starts; the kill (if any) follows within milliseconds
-            deadline = time.monotonic() + SETTLE_SECONDS
-            while not events and time.monotonic() < deadline:
-                time.sleep(_SETTLE_STEP)
-                events = self._scan()
+        if events:
+            self._settle_until = None
+        elif woke:
+            # v1 signals as the OOM starts; the kill (if any) follows within milliseconds:
+            # look again (settle_timeout) rather than block the caller's loop
+            self._settle_until = now + SETTLE_SECONDS
+        elif self._settle_until is not None and now >= self._settle_until:
+            self._settle_until = None  # no kill came of it
         return events
+
+    def settle_timeout(self) -> float | None:
+        return None if self._settle_until is None else _SETTLE_STEP
 
     def close(self) -> None:
         for name in list(self._watches):

@@ -6,6 +6,7 @@ still knows of kills from cgroup counters, it only lacks the kernel's own words.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -38,8 +39,50 @@ class KernelOomKill:
     lines: tuple[str, ...]
 
 
+def read_kmsg(path: str = "/dev/kmsg") -> list[KernelLine] | None:
+    """The ring buffer through /dev/kmsg: one record per read(), no process to start.
+
+    Records are ``PRIO,SEQ,USEC,FLAGS;TEXT`` (Documentation/ABI/testing/dev-kmsg);
+    USEC is the same clock as dmesg's stamps. Continuation lines (``KEY=VALUE`` after a
+    newline) are dropped, as dmesg does by default.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    lines = []
+    try:
+        while True:
+            try:
+                record = os.read(fd, 8192)
+            except BlockingIOError:
+                break  # the end of the buffer
+            except BrokenPipeError:
+                continue  # this record was overwritten while we read: the next one
+            except OSError:
+                return None
+            if not record:
+                break
+            header, _, rest = record.partition(b";")
+            fields = header.split(b",")
+            if len(fields) < 3:
+                continue
+            try:
+                stamp = int(fields[2]) / 1_000_000
+            except ValueError:
+                continue
+            text = rest.split(b"\n", 1)[0].decode("utf-8", errors="replace")
+            lines.append(KernelLine(stamp, text))
+    finally:
+        os.close(fd)
+    return lines
+
+
 def read_kernel_log(timeout: float = 5.0) -> list[KernelLine] | None:
-    """The kernel ring buffer, or ``None`` where it cannot be read."""
+    """The kernel ring buffer, or ``None`` where it cannot be read (/dev/kmsg, else dmesg)."""
+    lines = read_kmsg()
+    if lines is not None:
+        return lines
     dmesg = shutil.which("dmesg")
     if dmesg is None:
         return None
