@@ -4,9 +4,9 @@
 
 Each item OOMs on its first attempt (it allocates 400 MiB in a worker capped at 256 MiB,
 inside a 1 GiB job: killed by the kernel, retried, not quarantined) and succeeds on the
-retry. For every kill: the time the supervisor saw the OOM event, and the time the retry
-was sent to a worker (from the journal's attempts). The kernel-to-event part is measured
-by oom_notify_latency.py (it is negative: the event comes before the victim's exit).
+retry. For every kill, the time from the kernel's kill (the stamp of its log line, matched
+by the victim's pid) and from the supervisor's classification of the death (the killed
+attempt's end in the journal) to the retry's dispatch (the retry attempt's start).
 Target (issue: admission): p99 under 250 ms.
 """
 
@@ -45,19 +45,35 @@ def main() -> None:
         ).run()
         attempts = json.loads((Path(tmp) / "run" / "ingest_manifest.json").read_text())
     attempts = [a for a in attempts if "batch_id" in a]  # the manifest's other entries are events
-    deaths = {a["input_indices"][0]: a["end"] for a in attempts if a["status"] == "oom_killed"}
+    killed = {a["input_indices"][0]: a for a in attempts if a["status"] == "oom_killed"}
     retries = {a["input_indices"][0]: a["start"] for a in attempts if a["status"] == "success"}
-    latencies = sorted((retries[i] - deaths[i]) * 1000 for i in deaths if i in retries)
-    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
-    print(f"# OOM kill -> re-dispatch, {len(latencies)} kills, {time.strftime('%Y-%m-%d')}")
-    print("| kills | done | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|")
-    print(
-        f"| {len(latencies)} | {result.succeeded}/{args.kills} | {statistics.median(latencies):.1f} | {p99:.1f} "
-        f"| {max(latencies):.1f} |"
+    # the kernel's own time of each kill (its log stamp, on the uptime clock), by victim pid
+    from oomguard.memory.kernel_log import find_oom_kills, read_kernel_log, uptime
+
+    offset = time.time() - uptime()
+    kernel = {kill.pid: kill.uptime + offset for kill in find_oom_kills(read_kernel_log() or [])}
+    from_kill = sorted(
+        (retries[i] - kernel[a["worker_pid"]]) * 1000
+        for i, a in killed.items()
+        if i in retries and a["worker_pid"] in kernel
     )
+    from_death = sorted((retries[i] - a["end"]) * 1000 for i, a in killed.items() if i in retries)
+
+    def row(name: str, latencies: list[float]) -> str:
+        if not latencies:
+            return f"| {name} | 0 | | | |"
+        p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+        return (
+            f"| {name} | {len(latencies)} | {statistics.median(latencies):.1f} | {p99:.1f} "
+            f"| {max(latencies):.1f} |"
+        )
+
     print(
-        "(from the attempt's end, when the supervisor classified the death, to the retry's dispatch)"
+        f"# OOM kill -> re-dispatch, {result.succeeded}/{args.kills} done, {time.strftime('%Y-%m-%d')}"
     )
+    print("| from | kills | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|")
+    print(row("the kernel's kill (its log stamp)", from_kill))
+    print(row("the supervisor's classification of the death", from_death))
 
 
 if __name__ == "__main__":
