@@ -71,6 +71,24 @@ def test_pause_and_resume_have_hysteresis() -> None:
     assert admission.pauses == 2
 
 
+def test_a_per_item_function_needs_what_its_biggest_item_needs() -> None:
+    from oomguard.engine.items import Item
+
+    def items(sizes: list[int]) -> list[Item]:
+        return [Item(i, None, size) for i, size in enumerate(sizes)]
+
+    sequential = Admission(AdmissionConfig(sequential=True, warmup_batches=1), 1000 * MiB)
+    batched = Admission(AdmissionConfig(warmup_batches=1), 1000 * MiB)
+    for admission in (sequential, batched):
+        admission.learn(items([100] * 10), 50 * MiB)  # ten items, 50 MiB over the start
+    # one at a time: a longer batch of such items still needs about 50 MiB ...
+    assert sequential.predict_batch(items([100] * 40)) == pytest.approx(50 * MiB, rel=0.05)
+    # ... while a batched function holds them all at once: 5 MiB each
+    assert batched.predict_batch(items([100] * 40)) == pytest.approx(200 * MiB, rel=0.05)
+    # by bytes, the sequential model looks at the largest item, not the sum
+    assert sequential.predict_batch(items([100, 400])) == pytest.approx(200 * MiB, rel=0.05)
+
+
 def test_aimd() -> None:
     aimd = Aimd(ceiling=8, step_after=2)
     assert [aimd.decrease(), aimd.decrease(), aimd.decrease(), aimd.decrease()] == [4, 2, 1, 1]

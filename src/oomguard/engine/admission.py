@@ -8,6 +8,10 @@ minus the worker's usage when the batch started is that batch's cost. Costs are 
 online per function, per item and per input byte, in quantile sketches; the prediction
 for a batch is the larger of (high quantile of cost per item) x items and (high quantile
 of cost per byte) x bytes. A high quantile, not a mean, so one giant is not averaged away.
+A per-item function runs a batch's items one at a time (``sequential``), so a batch needs
+what its biggest item needs, not the sum: there a batch's cost is learned as the cost of
+one item (and per byte of its largest item), and a batch of any length is predicted at
+that cost (by its largest item's bytes).
 Only batches that finished teach the model: a poison item's death says nothing about the
 others, and is the recovery ladder's business. Until a few batches are measured, a batch
 is assumed to need ``unknown_share`` of the budget: conservative, then tighter.
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from oomguard.engine.items import Item
 from oomguard.metrics.registry import Registry
 
 
@@ -39,6 +44,7 @@ class AdmissionConfig:
     warmup_batches: int = 3  # measured batches before the learned cost is trusted alone
     unknown_share: float = 0.25  # before that, a batch is assumed to need this share of the budget
     enabled: bool = True
+    sequential: bool = False  # a per-item function: a batch's items run one at a time
 
 
 class CostModel:
@@ -94,6 +100,20 @@ class Admission:
         self.costs = CostModel(config.cost_quantile)
         self.paused = False
         self.pauses = 0
+
+    def sizes(self, batch_items: list[Item]) -> tuple[int, int]:
+        """(items, bytes) as the cost model counts a batch: for a sequential function one
+        item of the largest item's bytes, else every item and the batch's bytes."""
+        if self.config.sequential:
+            return 1, max((item.size for item in batch_items), default=0)
+        return len(batch_items), sum(item.size for item in batch_items)
+
+    def predict_batch(self, batch_items: list[Item]) -> int:
+        return self.predict(*self.sizes(batch_items))
+
+    def learn(self, batch_items: list[Item], cost: int) -> None:
+        """A batch that finished cost this many bytes over its worker's start."""
+        self.costs.observe(*self.sizes(batch_items), cost)
 
     def predict(self, items: int, size: int) -> int:
         learned = self.costs.predict(items, size)

@@ -300,6 +300,7 @@ class Supervisor:
                 high_water=config.high_water,
                 psi_some_avg10=config.psi_threshold,
                 enabled=config.admission,
+                sequential=not config.batched,
             ),
             memory,
         )
@@ -506,9 +507,7 @@ class Supervisor:
             batch = self.next_batch()
             if batch is None:
                 return
-            prediction = max(
-                self.admission.predict(len(batch.items), batch.size_bytes), batch.known_cost
-            )
+            prediction = max(self.admission.predict_batch(batch.items), batch.known_cost)
             if not self.admission.admits(self.predicted_total(), prediction, in_flight):
                 self.held = batch  # it waits for memory, not for a worker
                 return
@@ -605,6 +604,8 @@ class Supervisor:
         """The sizer's size, cut to the items whose predicted peak fits the room left now."""
         if not self.sizer.enabled:
             return self.sizer.size
+        if self.admission.config.sequential:
+            return self.sizer.size  # one item at a time: a longer batch needs no more memory
         per_item = self.admission.costs.per_item()
         room = int(self.admission.config.target * self.memory) - self.predicted_total()
         return self.sizer.fitting(per_item, max(0, room))
@@ -780,9 +781,7 @@ class Supervisor:
         handle.batches_done += 1
         if worst is Status.SUCCESS:
             if peak is not None:
-                self.admission.costs.observe(
-                    len(batch.items), batch.size_bytes, max(0, peak - handle.usage_at_start)
-                )
+                self.admission.learn(batch.items, max(0, peak - handle.usage_at_start))
             self.adapt_batch_size(batch, time.monotonic() - handle.started_at)
             self.concurrency.success()
             if self.backend is not None:
@@ -795,7 +794,7 @@ class Supervisor:
     def adapt_batch_size(self, batch: Batch, seconds: float) -> None:
         if not self.sizer.enabled:
             return
-        doubled = self.admission.predict(2 * self.sizer.size, 2 * batch.size_bytes)
+        doubled = self.admission.predict_batch(batch.items + batch.items)
         target = self.admission.config.target * self.memory
         plentiful = self.predicted_total() + doubled <= 0.5 * target
         size = self.sizer.after_batch(len(batch.items), seconds, plentiful)
