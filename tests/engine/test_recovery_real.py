@@ -228,3 +228,24 @@ def test_a_dead_fork_server_falls_back_to_spawning(run_job) -> None:
     assert [a["input_indices"] for a in crashed] == [[2]]  # retried, by a spawned worker
     # after the fall-back the worker's parent is the supervisor's interpreter
     assert "oomguard.engine.forkserver" not in " ".join(lines[2]["result"]["parent"])
+
+
+def test_a_batch_retried_alone_has_the_budget_to_itself(
+    cgroup_limiter: CgroupLimiter, run_job
+) -> None:
+    # item 0 dies twice (past its worker's own 150 MiB cap), so its third attempt runs on
+    # the "alone" rung; ten small items are waiting, and none may start beside it
+    items = [{"kind": "die_twice", "mb": 300, "seconds": 0.3}]
+    items += [{"kind": "hold", "mb": 10, "seconds": 0.1} for _ in range(10)]
+    result, lines = run_job(items, memory="400m", worker_memory="150m", batch_size=1)
+    exactly_once(lines, set(range(11)))
+    assert result.quarantined == []
+    attempts = manifest(result.run_dir)
+    alone = [a for a in attempts if a["alone"]]
+    assert [a["input_indices"] for a in alone] == [[0]] and alone[0]["status"] == "success"
+    overlapping = [
+        a["input_indices"]
+        for a in attempts
+        if a is not alone[0] and a["start"] < alone[0]["end"] and a["end"] > alone[0]["start"]
+    ]
+    assert overlapping == []

@@ -57,6 +57,14 @@ def work(item: dict[str, Any]) -> Any:
         raise ValueError(f"bad item {item.get('value')}")
     if kind == "exit":
         os._exit(7)
+    if kind == "die_twice":
+        # past the worker's own cap on the first two attempts: the third runs alone
+        from oomguard import worker_context
+
+        if worker_context().attempt <= 2:
+            touch(allocate(item["mb"]))
+        time.sleep(item["seconds"])  # the work takes a while: others would overlap it
+        return {"attempt": worker_context().attempt}
     if kind == "kill_fork_server":
         # first attempt only, in a forked worker: the parent is the fork server, not the
         # supervisor (checked by name, so a spawned worker never signals its supervisor)

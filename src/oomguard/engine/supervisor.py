@@ -461,6 +461,10 @@ class Supervisor:
             ):
                 self.handle_death(worker)
         self.handle_timeouts()
+        # idle workers get their next batch before the checkpoint's fsync and the progress
+        # line, not after: a worker waits on this loop between batches
+        if not self.finished():
+            self.dispatch()
         self.maybe_checkpoint()
         self.report_progress()
 
@@ -491,6 +495,8 @@ class Supervisor:
         self.check_pressure()
         if self.admission.paused:
             return
+        if any(w.state == "busy" and w.attempt_alone for w in self.workers.values()):
+            return  # a batch running alone has the whole budget until it ends
         while True:
             worker = self.idle_worker()
             if worker is None:
