@@ -22,6 +22,7 @@ ends.
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import json
 import os
@@ -657,28 +658,21 @@ class Supervisor:
     def start_slot(self, slot: int) -> None:
         assert self.job is not None
         self.generations[slot] += 1
+        start = functools.partial(
+            start_worker,
+            self.limiter,
+            self.job,
+            slot,
+            self.generations[slot],
+            self.spec,
+            self.config.worker_memory,
+            self.worker_env(),
+        )
         try:
-            handle = start_worker(
-                self.limiter,
-                self.job,
-                slot,
-                self.generations[slot],
-                self.spec,
-                self.config.worker_memory,
-                self.worker_env(),
-                self.fork_server,
-            )
+            handle = start(self.fork_server)
         except ForkServerGone as err:
             self.fork_server_lost(err)
-            handle = start_worker(
-                self.limiter,
-                self.job,
-                slot,
-                self.generations[slot],
-                self.spec,
-                self.config.worker_memory,
-                self.worker_env(),
-            )
+            handle = start(None)  # a fresh interpreter: slower, as good
         self.workers[slot] = handle
         self.watch(handle.conn, "messages", handle)
         self.watch(handle.pidfd, "death", handle)
