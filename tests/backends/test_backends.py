@@ -8,10 +8,11 @@ import json
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from oomguard import BackendConfig, ConfigError, Job
+from oomguard import BackendConfig, ConfigError, Job, RunResult
 from oomguard.backends.errors import means_backend_failure
 from oomguard.backends.supervisor import BackendFailed
 from oomguard.engine.pressure import assess
@@ -60,11 +61,11 @@ def answered(path: Path) -> collections.Counter[int]:
     )
 
 
-def test_server_oom_killed_mid_run_and_every_request_answered_once(
-    cgroup_limiter: CgroupLimiter, tmp_path: Path
-) -> None:
-    port = free_port()
-    source = requests_file(tmp_path / "requests.jsonl", f"http://127.0.0.1:{port}", 300)
+def answer_all(
+    tmp_path: Path, port: int, count: int, config: BackendConfig, **options: Any
+) -> RunResult:
+    """Run ``count`` chat requests against the backend; every one answered exactly once."""
+    source = requests_file(tmp_path / "requests.jsonl", f"http://127.0.0.1:{port}", count)
     result = Job(
         CLIENT,
         source=source,
@@ -72,10 +73,20 @@ def test_server_oom_killed_mid_run_and_every_request_answered_once(
         run_dir=tmp_path / "run",
         workers=2,
         log_format="quiet",
-        backend=backend(port, "--leak-mb", "2", memory="120m", max_restarts=50),
+        backend=config,
+        **options,
     ).run()
     counts = answered(tmp_path / "answers.jsonl")
-    assert set(counts) == set(range(300)) and set(counts.values()) == {1}
+    assert set(counts) == set(range(count)) and set(counts.values()) == {1}
+    return result
+
+
+def test_server_oom_killed_mid_run_and_every_request_answered_once(
+    cgroup_limiter: CgroupLimiter, tmp_path: Path
+) -> None:
+    port = free_port()
+    config = backend(port, "--leak-mb", "2", memory="120m", max_restarts=50)
+    result = answer_all(tmp_path, port, 300, config)
     assert result.quarantined == []
     summary = result.summary
     assert summary["backend"]["oom_kills"] >= 2, "the kernel never killed the server"
@@ -88,19 +99,8 @@ def test_server_oom_killed_mid_run_and_every_request_answered_once(
 
 def test_a_failing_health_check_restarts_the_backend(tmp_path: Path) -> None:
     port = free_port()
-    source = requests_file(tmp_path / "requests.jsonl", f"http://127.0.0.1:{port}", 120)
-    result = Job(
-        CLIENT,
-        source=source,
-        sink=tmp_path / "answers.jsonl",
-        run_dir=tmp_path / "run",
-        workers=2,
-        log_format="quiet",
-        limiter="watchdog",
-        backend=backend(port, "--unhealthy-after", "40", unhealthy_after=2),
-    ).run()
-    counts = answered(tmp_path / "answers.jsonl")
-    assert set(counts) == set(range(120)) and set(counts.values()) == {1}
+    config = backend(port, "--unhealthy-after", "40", unhealthy_after=2)
+    result = answer_all(tmp_path, port, 120, config, limiter="watchdog")
     events = [e["event"] for e in result.summary["events"]]
     assert "backend_unhealthy" in events and "backend_restart" in events
     assert result.summary["backend"]["restarts"] >= 1
@@ -200,7 +200,6 @@ def test_a_backend_started_elsewhere_is_restarted_by_its_hook(tmp_path: Path) ->
     subprocess.run(hook, check=True)  # "systemctl start": the server runs before oomguard does
     first_pid = int(pidfile.read_text())
     try:
-        source = requests_file(tmp_path / "requests.jsonl", f"http://127.0.0.1:{port}", 150)
         config = BackendConfig(
             restart_hook=hook,
             health_url=f"http://127.0.0.1:{port}/health",
@@ -209,18 +208,7 @@ def test_a_backend_started_elsewhere_is_restarted_by_its_hook(tmp_path: Path) ->
             backoff_initial=0.05,
             backoff_max=0.5,
         )
-        result = Job(
-            CLIENT,
-            source=source,
-            sink=tmp_path / "answers.jsonl",
-            run_dir=tmp_path / "run",
-            workers=2,
-            log_format="quiet",
-            limiter="watchdog",
-            backend=config,
-        ).run()
-        counts = answered(tmp_path / "answers.jsonl")
-        assert set(counts) == set(range(150)) and set(counts.values()) == {1}
+        result = answer_all(tmp_path, port, 150, config, limiter="watchdog")
         assert result.summary["backend"]["restarts"] >= 1
         assert int(pidfile.read_text()) != first_pid
         assert "backend_restart_hook" in [e["event"] for e in result.summary["events"]]

@@ -72,10 +72,10 @@ def test_pause_and_resume_have_hysteresis() -> None:
 
 
 def test_a_per_item_function_needs_what_its_biggest_item_needs() -> None:
-    from oomguard.engine.items import Item
+    from oomguard.engine.items import Batch, Item
 
-    def items(sizes: list[int]) -> list[Item]:
-        return [Item(i, None, size) for i, size in enumerate(sizes)]
+    def items(sizes: list[int]) -> Batch:
+        return Batch([Item(i, None, size) for i, size in enumerate(sizes)])
 
     sequential = Admission(AdmissionConfig(sequential=True, warmup_batches=1), 1000 * MiB)
     batched = Admission(AdmissionConfig(warmup_batches=1), 1000 * MiB)
@@ -188,6 +188,9 @@ def test_batch_sizer_grows_on_fast_batches_with_memory_to_spare_and_shrinks_on_s
     assert sizer.fitting(per_item=None, room=0) == 32  # nothing learned yet
     fixed = BatchSizer(start=10)
     assert fixed.after_batch(10, 0.01, True) is None and fixed.fitting(10 * MiB, 0) == 10
+    # the last 50 items over 4 workers: 13 each, not one batch of 32 and idle workers
+    assert sizer.at_the_end(32, remaining=50, workers=4) == 13
+    assert fixed.at_the_end(10, remaining=50, workers=4) == 10
 
 
 def test_adaptive_batches_grow_for_fast_items(run_job) -> None:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from oomguard.engine.plan import calibrate
 from oomguard.limits import CgroupLimiter
 from tests.engine.conftest import write_jsonl
+from tests.helpers.cli import run_cli
 
-ROOT = Path(__file__).parents[2]
 MiB = 1024**2
 
 
@@ -34,48 +32,10 @@ def test_plan_cli(cgroup_limiter: CgroupLimiter, tmp_path: Path) -> None:
     source = write_jsonl(
         tmp_path / "items.jsonl", [{"kind": "hold", "mb": 20, "seconds": 0.01} for _ in range(10)]
     )
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "oomguard.cli",
-            "plan",
-            "tests.engine.workloads:work",
-            "-i",
-            str(source),
-            "--memory",
-            "400m",
-            "--sample",
-            "5",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        check=False,
-    )
+    args = ("plan", "tests.engine.workloads:work", "-i", str(source), "--memory", "400m")
+    result = run_cli(*args, "--sample", "5", "--json", timeout=120)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["chosen"]["fits"] and report["sample"] == 5
-    screen = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "oomguard.cli",
-            "plan",
-            "tests.engine.workloads:work",
-            "-i",
-            str(source),
-            "--memory",
-            "400m",
-            "--sample",
-            "5",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        check=False,
-    )
+    screen = run_cli(*args, "--sample", "5", timeout=120)
     assert "Chosen: --workers" in screen.stdout and "Predicted peak" in screen.stdout

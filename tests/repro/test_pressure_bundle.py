@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -11,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from oomguard.repro import make_bundle, reproduce, simulate_pressure
-
-ROOT = Path(__file__).parents[2]
+from tests.helpers.cli import run_cli
 
 
 @pytest.mark.parametrize("native", [False, True])
@@ -29,32 +27,10 @@ def test_a_child_that_keeps_its_memory_fails() -> None:
 
 
 def test_cli_exit_codes() -> None:
-    ok = subprocess.run(
-        [sys.executable, "-m", "oomguard.cli", "simulate-pressure", "--target-mb", "200"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        check=False,
-    )
+    ok = run_cli("simulate-pressure", "--target-mb", "200", timeout=120)
     assert ok.returncode == 0 and ok.stdout.startswith("reclaimed"), ok.stderr
-    kept = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "oomguard.cli",
-            "simulate-pressure",
-            "--target-mb",
-            "200",
-            "--native",
-            "--retain-mb",
-            "150",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        check=False,
+    kept = run_cli(
+        "simulate-pressure", "--target-mb", "200", "--native", "--retain-mb", "150", timeout=120
     )
     assert kept.returncode == 1 and kept.stdout.startswith("not reclaimed")
 

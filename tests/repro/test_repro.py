@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,11 +11,11 @@ import pytest
 from oomguard.errors import ConfigError
 from oomguard.limits import CgroupLimiter
 from oomguard.repro import reproduce
+from tests.helpers.cli import run_cli
 
 MiB = 1024**2
 GREEDY = "x = []\nwhile True:\n    x.append(bytearray(8 * 1024 * 1024))\n"
 MODEST = "import sys\nx = bytearray(30 * 1024 * 1024)\nprint('done', len(x))\nprint('to stderr', file=sys.stderr)\n"
-ROOT = Path(__file__).parents[2]
 
 
 def check_artifacts(directory: Path) -> dict:  # type: ignore[type-arg]
@@ -122,35 +121,19 @@ def test_a_cap_above_95_percent_of_the_budget_is_refused(tmp_path: Path) -> None
 
 
 def test_cli_repro(cgroup_limiter: CgroupLimiter, tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "oomguard.cli",
-            "repro",
-            "--memory",
-            "150m",
-            "--output-dir",
-            str(tmp_path / "o"),
-            "--",
-            sys.executable,
-            "-c",
-            GREEDY,
-        ],
-        capture_output=True,
-        text=True,
+    result = run_cli(
+        "repro",
+        "--memory",
+        "150m",
+        "--output-dir",
+        str(tmp_path / "o"),
+        "--",
+        sys.executable,
+        "-c",
+        GREEDY,
         timeout=120,
-        cwd=ROOT,
-        check=False,
     )
     assert result.returncode == 137
     assert "OOM-killed at" in result.stderr
-    missing = subprocess.run(
-        [sys.executable, "-m", "oomguard.cli", "repro", "--memory", "150m"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        check=False,
-    )
+    missing = run_cli("repro", "--memory", "150m", timeout=60)
     assert missing.returncode == 2 and "no command given" in missing.stderr

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from oomguard.engine.items import Item
+from oomguard.engine.items import Batch
 from oomguard.metrics.registry import Registry
 
 
@@ -101,19 +101,20 @@ class Admission:
         self.paused = False
         self.pauses = 0
 
-    def sizes(self, batch_items: list[Item]) -> tuple[int, int]:
-        """(items, bytes) as the cost model counts a batch: for a sequential function one
-        item of the largest item's bytes, else every item and the batch's bytes."""
+    def sizes(self, batch: Batch, times: int = 1) -> tuple[int, int]:
+        """(items, bytes) as the cost model counts a batch (``times`` over): for a sequential
+        function one item of the largest item's bytes, however long the batch; else every
+        item and the batch's bytes."""
         if self.config.sequential:
-            return 1, max((item.size for item in batch_items), default=0)
-        return len(batch_items), sum(item.size for item in batch_items)
+            return 1, batch.largest_item_bytes
+        return times * len(batch.items), times * batch.size_bytes
 
-    def predict_batch(self, batch_items: list[Item]) -> int:
-        return self.predict(*self.sizes(batch_items))
+    def predict_batch(self, batch: Batch, times: int = 1) -> int:
+        return self.predict(*self.sizes(batch, times))
 
-    def learn(self, batch_items: list[Item], cost: int) -> None:
+    def learn(self, batch: Batch, cost: int) -> None:
         """A batch that finished cost this many bytes over its worker's start."""
-        self.costs.observe(*self.sizes(batch_items), cost)
+        self.costs.observe(*self.sizes(batch), cost)
 
     def predict(self, items: int, size: int) -> int:
         learned = self.costs.predict(items, size)

@@ -3,14 +3,17 @@
 Off by default (``adaptive_batch = false``): every batch holds ``batch_size`` items, as the
 user asked. On, the size moves within ``[min_batch_size, max_batch_size]``:
 
-- **memory**: a batch whose predicted peak would not fit the room left under the admission
-  target is cut to the number of items that fits (instead of waiting for room), never
-  below ``min_batch_size``;
+- **memory**: a batch of a batched function whose predicted peak would not fit the room
+  left under the admission target is cut to the number of items that fits (instead of
+  waiting for room), never below ``min_batch_size`` (a per-item function's batch needs
+  what one item needs, however long);
 - **time**: a full batch that took under half of ``batch_seconds`` while memory was
   plentiful (twice the batch would still use under half of the target) doubles the size,
   so fast items stop paying a supervisor round trip each few milliseconds; a batch that
   ran over four times ``batch_seconds`` halves it, so slow items keep progress and
-  checkpoints coming and a failure costs less work.
+  checkpoints coming and a failure costs less work;
+- **the end**: once the source is exhausted, the last items are shared out across the
+  workers.
 """
 
 from __future__ import annotations
@@ -34,6 +37,14 @@ class BatchSizer:
         if not self.enabled or per_item is None or per_item <= 0:
             return self.size
         return max(self.low, min(self.size, int(room // per_item)))
+
+    def at_the_end(self, size: int, remaining: int, workers: int) -> int:
+        """Once the source is exhausted: share the last items out across the workers rather
+        than leave them idle behind one batch."""
+        if not self.enabled:
+            return size
+        share = -(-remaining // max(1, workers))
+        return max(self.low, min(size, share))
 
     def after_batch(self, items: int, seconds: float, plentiful: bool) -> int | None:
         """Learn from a batch that finished; returns the new size when it changed."""

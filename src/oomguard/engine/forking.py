@@ -44,7 +44,6 @@ class ForkServer:
             theirs.close()
         self.sock = ours
         self.exits: dict[int, int] = {}  # exit codes reported, by pid
-        self._spawned: int | None = None
         try:
             ready = self._next(START_TIMEOUT)
         except ForkServerGone:
@@ -97,9 +96,6 @@ class ForkServer:
             if self._next(left) is None and left is not None and left <= 0:
                 return None
         return self.exits.pop(pid)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
 
     def close(self) -> None:
         self.sock.close()  # end of input: the server returns

@@ -1,7 +1,8 @@
 """The fork server: workers start in milliseconds, not as a fresh interpreter each time.
 
-A fresh interpreter costs 20 ms on a quiet machine and much more where ``site`` is busy
-(150 ms here), paid again for every replacement after an OOM kill. Like multiprocessing's
+A fresh interpreter costs tens of milliseconds and more where ``site`` is busy (the
+overhead benchmark prints what it costs on the machine), paid again for every replacement
+after an OOM kill. Like multiprocessing's
 ``forkserver`` start method, oomguard starts one small server per run: a fresh,
 single-threaded interpreter (never a fork of the threaded supervisor) that imports only
 the worker module and then forks a worker per request. It imports none of the user's

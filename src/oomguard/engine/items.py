@@ -43,6 +43,10 @@ class Batch:
     def size_bytes(self) -> int:
         return sum(item.size for item in self.items)
 
+    @functools.cached_property
+    def largest_item_bytes(self) -> int:
+        return max((item.size for item in self.items), default=0)
+
     @property
     def indices(self) -> list[int]:
         return [item.index for item in self.items]

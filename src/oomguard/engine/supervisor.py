@@ -313,14 +313,14 @@ class Supervisor:
         self.sizer = BatchSizer(
             start=config.batch_size,
             low=config.min_batch_size,
-            high=max(config.batch_size, config.max_batch_size),
+            high=max(config.batch_size, config.max_batch_size)
+            if config.adaptive_batch
+            else config.batch_size,
             seconds=config.batch_seconds,
             enabled=config.adaptive_batch,
         )
         # the backend's degrade limit (AIMD after a backend OOM) caps whatever the sizer says
-        self.batch_limit = Aimd(
-            ceiling=self.sizer.high if config.adaptive_batch else config.batch_size
-        )
+        self.batch_limit = Aimd(ceiling=self.sizer.high)
         self.backend_oom_at = 0.0
         self.pressure: tuple[str, str] = ("normal", "")
         self.pressure_checked = 0.0
@@ -514,7 +514,7 @@ class Supervisor:
             batch = self.next_batch()
             if batch is None:
                 return
-            prediction = max(self.admission.predict_batch(batch.items), batch.known_cost)
+            prediction = max(self.admission.predict_batch(batch), batch.known_cost)
             if not self.admission.admits(self.predicted_total(), prediction, in_flight):
                 self.held = batch  # it waits for memory, not for a worker
                 return
@@ -599,19 +599,17 @@ class Supervisor:
             return None
         full = len(self.open_items) >= batch_size or self.open_bytes >= config.max_bytes
         old = time.monotonic() - self.open_since >= config.max_wait_ms / 1000
-        if self.source_done and self.sizer.enabled:
-            # the last items: share them out rather than leave workers idle behind one batch
-            share = -(-len(self.open_items) // max(1, self.config.workers))
-            batch_size = max(self.sizer.low, min(batch_size, share))
+        if self.source_done:
+            batch_size = self.sizer.at_the_end(
+                batch_size, len(self.open_items), self.config.workers
+            )
         if full or old or self.source_done:
             return self.close_open_batch(batch_size)
         return None
 
     def adaptive_size(self) -> int:
         """The sizer's size, cut to the items whose predicted peak fits the room left now."""
-        if not self.sizer.enabled:
-            return self.sizer.size
-        if self.admission.config.sequential:
+        if not self.sizer.enabled or self.admission.config.sequential:
             return self.sizer.size  # one item at a time: a longer batch needs no more memory
         per_item = self.admission.costs.per_item()
         room = int(self.admission.config.target * self.memory) - self.predicted_total()
@@ -781,7 +779,7 @@ class Supervisor:
         handle.batches_done += 1
         if worst is Status.SUCCESS:
             if peak is not None:
-                self.admission.learn(batch.items, max(0, peak - handle.usage_at_start))
+                self.admission.learn(batch, max(0, peak - handle.usage_at_start))
             self.adapt_batch_size(batch, time.monotonic() - handle.started_at)
             self.concurrency.success()
             if self.backend is not None:
@@ -794,7 +792,7 @@ class Supervisor:
     def adapt_batch_size(self, batch: Batch, seconds: float) -> None:
         if not self.sizer.enabled:
             return
-        doubled = self.admission.predict_batch(batch.items + batch.items)
+        doubled = self.admission.predict_batch(batch, times=2)
         target = self.admission.config.target * self.memory
         plentiful = self.predicted_total() + doubled <= 0.5 * target
         size = self.sizer.after_batch(len(batch.items), seconds, plentiful)
