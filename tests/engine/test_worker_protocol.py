@@ -86,7 +86,8 @@ class SlowSource:
 def next_item(reader: SourceReader) -> Any:
     while True:
         try:
-            return reader.get()
+            (item,) = reader.take(1)
+            return item
         except queue.Empty:
             reader.waiting.set()
             if reader.empty():

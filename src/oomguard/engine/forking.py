@@ -28,6 +28,9 @@ class ForkServerGone(OomguardError):
 
 
 class ForkServer:
+    """Started by the constructor, which does not wait: the server's interpreter boots while
+    the supervisor sets up the rest of the run; :meth:`wait_ready` waits for it."""
+
     def __init__(self, env: dict[str, str]) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
@@ -44,6 +47,12 @@ class ForkServer:
             theirs.close()
         self.sock = ours
         self.exits: dict[int, int] = {}  # exit codes reported, by pid
+        self.ready = False
+
+    def wait_ready(self) -> None:
+        """Wait for the server's ``ready`` (it has imported the worker module)."""
+        if self.ready:
+            return
         try:
             ready = self._next(START_TIMEOUT)
         except ForkServerGone:
@@ -52,6 +61,7 @@ class ForkServer:
         if ready is None or "ready" not in ready:
             self.close()
             raise ForkServerGone(f"the fork server did not start within {START_TIMEOUT:.0f} s")
+        self.ready = True
 
     @property
     def pid(self) -> int:
@@ -99,11 +109,21 @@ class ForkServer:
 
     def close(self) -> None:
         self.sock.close()  # end of input: the server returns
+        if self.proc.returncode is not None:
+            return
+        # waited for through a pidfd: Popen.wait(timeout) polls with sleeps
         try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            pidfd = os.pidfd_open(self.proc.pid)
+        except OSError:
+            pidfd = None  # already reaped
+        if pidfd is not None:
+            try:
+                ended, _, _ = select.select([pidfd], [], [], 5.0)
+            finally:
+                os.close(pidfd)
+            if not ended:
+                self.proc.kill()
+        self.proc.wait()
 
 
 class ForkedProcess:

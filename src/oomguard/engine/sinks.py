@@ -30,7 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 from oomguard.errors import ConfigError, OomguardError
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # one per result: not frozen, whose __init__ costs three times as much
 class Record:
     index: int
     value: Any

@@ -99,7 +99,7 @@ class SourceReader:
         self._thread = threading.Thread(target=self._run, name="oomguard-reader", daemon=True)
         self._lock = threading.Lock()
         self._filling: list[Any] = []  # the chunk being filled (under _lock)
-        self._taken: collections.deque[Any] = collections.deque()  # the supervisor's side
+        self._taken: list[Any] = []  # the supervisor's side: the chunk being taken from
 
     def fileno(self) -> int:
         return self._wake_read
@@ -147,18 +147,26 @@ class SourceReader:
             self.error = err
         self._add(_END)
 
-    def get(self) -> Any:
-        """The next item, ``_END`` at the end, or raises queue.Empty (supervisor side)."""
+    def take(self, count: int) -> list[Any]:
+        """Up to ``count`` next items (``_END`` last, at the end), or raises queue.Empty.
+
+        Supervisor side. Items come a chunk at a time: a list slice, not a call per item."""
         if not self._taken:
             try:
-                self._taken.extend(self.queue.get_nowait())
+                self._taken = self.queue.get_nowait()
             except queue.Empty:
                 with self._lock:
                     chunk, self._filling = self._filling, []
                 if not chunk:
                     raise
-                self._taken.extend(chunk)
-        return self._taken.popleft()
+                self._taken = chunk
+        taken = self._taken[:count]
+        self._taken = self._taken[count:]
+        return taken
+
+    def give_back(self, items: list[Any]) -> None:
+        """Items taken but not used: they come first at the next take."""
+        self._taken = items + self._taken
 
     def empty(self) -> bool:
         return not self._taken and self.queue.empty() and not self._filling
@@ -358,6 +366,11 @@ class Supervisor:
 
     def setup(self) -> None:
         protect_supervisor()
+        if self.config.start_method == "forkserver":
+            try:  # it boots while the rest is set up; wait_ready() below
+                self.fork_server = ForkServer(self.worker_env())
+            except OSError as err:
+                self.fork_server_lost(err)
         self.session = self.journal.begin_session()
         self.job = self.limiter.create_group("job", self.memory, oom_group=self.config.group)
         capacity = max(256, 4 * self.config.workers * self.config.batch_size)
@@ -384,9 +397,9 @@ class Supervisor:
             self.backend.start()  # blocks until healthy: no work before the backend answers
             self.watch(self.backend.fileno(), "backend")
             self.add_event({"time": time.time(), "event": "backend_ready"})
-        if self.config.start_method == "forkserver":
+        if self.fork_server is not None:
             try:
-                self.fork_server = ForkServer(self.worker_env())
+                self.fork_server.wait_ready()
             except (OSError, ForkServerGone) as err:
                 self.fork_server_lost(err)
         for slot in range(self.config.workers):
@@ -567,34 +580,36 @@ class Supervisor:
         batch_size = min(self.batch_limit.limit, self.adaptive_size())
         while not self.source_done and len(self.open_items) < batch_size:
             try:
-                item = self.reader.get()
+                taken = self.reader.take(batch_size - len(self.open_items))
             except queue.Empty:
                 self.reader.waiting.set()
                 if not self.reader.empty():
                     continue
                 break
-            if item is _END:
-                self.source_done = True
-                if self.reader.error is not None:
-                    raise OomguardError(
-                        f"reading {self.source.description} failed: {self.reader.error}"
+            for position, item in enumerate(taken):
+                if item is _END:
+                    self.source_done = True
+                    if self.reader.error is not None:
+                        raise OomguardError(
+                            f"reading {self.source.description} failed: {self.reader.error}"
+                        )
+                    break
+                if item.error is not None:
+                    self.quarantine_item(item, Status.ERROR, {"message": item.error})
+                    continue
+                if self.open_items and self.open_bytes + item.size > config.max_bytes:
+                    self.reader.give_back(taken[position + 1 :])
+                    batch = self.close_open_batch()
+                    self.open_items, self.open_bytes, self.open_since = (
+                        [item],
+                        item.size,
+                        time.monotonic(),
                     )
-                break
-            if item.error is not None:
-                self.quarantine_item(item, Status.ERROR, {"message": item.error})
-                continue
-            if self.open_items and self.open_bytes + item.size > config.max_bytes:
-                batch = self.close_open_batch()
-                self.open_items, self.open_bytes, self.open_since = (
-                    [item],
-                    item.size,
-                    time.monotonic(),
-                )
-                return batch
-            if not self.open_items:
-                self.open_since = time.monotonic()
-            self.open_items.append(item)
-            self.open_bytes += item.size
+                    return batch
+                if not self.open_items:
+                    self.open_since = time.monotonic()
+                self.open_items.append(item)
+                self.open_bytes += item.size
         if not self.open_items:
             return None
         full = len(self.open_items) >= batch_size or self.open_bytes >= config.max_bytes

@@ -99,6 +99,8 @@ SLOT = struct.Struct("qq")  # (batch_id, index of the running item; -1 when none
 SLOT_SIZE = SLOT.size
 AFTER_ITEMS = -1
 _encode = json.JSONEncoder(ensure_ascii=False).encode  # one encoder, not one per item
+_SUCCESS = str(Status.SUCCESS)
+_ERROR = str(Status.ERROR)
 REPORT_INTERVAL = 0.1  # seconds between result groups within a batch
 REPORT_MAX_ITEMS = 1000  # and at most this many results held back
 
@@ -111,28 +113,45 @@ class WorkerLoop:
         self.batched: bool = spec["batched"]
         self.encode_json: bool = spec["encode_json"]
         self.trim = malloc_trimmer() if spec.get("trim") else None
-        self.pending: list[tuple[int, str, Any, str | None, dict[str, str] | None]] = []
+        # results since the last report, in the order the items ran: (index, value) for a
+        # success (encoded at the report), the whole entry for a failure
+        self.held: list[tuple[Any, ...]] = []
         self.report_at = 0.0
 
     def result(self, index: int, status: Status, value: Any, error: dict[str, str] | None) -> None:
-        """Hold one item's result for the next group; JSON-encode it here, off the supervisor."""
-        line = None
-        if status is Status.SUCCESS and self.encode_json:
+        """Hold one item's result for the next group (a success is encoded at the report)."""
+        if status is Status.SUCCESS:
+            self.held.append((index, value))
+        else:
+            self.held.append((index, str(status), value, None, error))
+
+    def _entries(self) -> list[tuple[int, str, Any, str | None, dict[str, str] | None]]:
+        """The held results as entries, in the order the items ran; successes are
+        JSON-encoded here, off the supervisor.
+
+        A whole group at once, in one tight loop: encoding each item right after it ran
+        costs several times more (the encoder's code and data are cold by then)."""
+        held, self.held = self.held, []
+        entries: list[tuple[int, str, Any, str | None, dict[str, str] | None]] = []
+        add, encode_json = entries.append, self.encode_json
+        for entry in held:
+            if len(entry) != 2:
+                add(entry)  # a failure, as it is
+                continue
+            index, value = entry
+            if not encode_json:
+                add((index, _SUCCESS, value, None, None))
+                continue
             try:
-                line = _encode({"input_index": index, "result": value})
+                add((index, _SUCCESS, None, _encode({"input_index": index, "result": value}), None))
             except (TypeError, ValueError) as exc:
-                status, error = (
-                    Status.ERROR,
-                    error_payload(
-                        TypeError(f"result of item {index} is not JSON-serializable: {exc}")
-                    ),
-                )
-            value = None  # the line carries it
-        self.pending.append((index, str(status), value, line, error))
+                problem = TypeError(f"result of item {index} is not JSON-serializable: {exc}")
+                add((index, _ERROR, None, None, error_payload(problem)))
+        return entries
 
     def report(self, batch_id: int, stats: dict[str, Any] | None = None) -> None:
         """Send the held results (with ``stats``: the batch's ``done``)."""
-        results, self.pending = self.pending, []
+        results = self._entries()
         self.report_at = time.monotonic() + REPORT_INTERVAL
         try:
             message = (
@@ -163,16 +182,16 @@ class WorkerLoop:
         return ("items", batch_id, checked) if stats is None else ("done", batch_id, checked, stats)
 
     def run_items(self, batch_id: int, items: list[tuple[int, Any]]) -> None:
-        mark = SLOT.pack_into
+        mark, slot, function = SLOT.pack_into, self.slot, self.function
         for index, value in items:
-            mark(self.slot, 0, batch_id, index)
+            mark(slot, 0, batch_id, index)
             try:
-                result = self.function(value)
+                result = function(value)
             except Exception as exc:  # user code: every exception is a classified result
                 self.result(index, classify_exception(exc), None, error_payload(exc))
             else:
-                self.result(index, Status.SUCCESS, result, None)
-            if len(self.pending) >= REPORT_MAX_ITEMS or time.monotonic() >= self.report_at:
+                self.held.append((index, result))
+            if len(self.held) >= REPORT_MAX_ITEMS or time.monotonic() >= self.report_at:
                 self.report(batch_id)
 
     def run_batch(self, batch_id: int, items: list[tuple[int, Any]]) -> None:
@@ -191,8 +210,7 @@ class WorkerLoop:
             )
             self.conn.send(("batch_error", batch_id, str(Status.ERROR), error_payload(problem)))
             return
-        for (index, _), result in zip(items, results, strict=True):
-            self.result(index, Status.SUCCESS, result, None)
+        self.held.extend((index, result) for (index, _), result in zip(items, results, strict=True))
 
     def serve(self) -> None:
         while True:
