@@ -238,3 +238,78 @@ def test_a_kill_at_the_workers_own_cap_does_not_lower_the_limit(
     assert sorted(q["input_index"] for q in result.quarantined) == [0, 2]
     assert all(q["evidence"]["at_worker_cap"] is True for q in result.quarantined)
     assert not [e for e in result.summary["events"] if e["event"] == "concurrency"]
+
+
+CREEP = {"kind": "creep", "step_mb": 12, "step_seconds": 0.04}
+
+
+def test_small_items_run_held_beside_a_runaway_which_is_still_quarantined_at_once(
+    cgroup_limiter: CgroupLimiter, run_job
+) -> None:
+    # warm-up items teach the cost model; then a poison item creeps towards 900 MiB (past
+    # the 600 MiB cap) while small items and one 150 MiB item come after it
+    items = [{"kind": "hold", "mb": 4, "seconds": 0.02} for _ in range(6)]
+    items.append({**CREEP, "mb": 900})
+    items += [{"kind": "hold", "mb": 4, "seconds": 0.05} for _ in range(12)]
+    items.append({"kind": "hold", "mb": 150, "seconds": 0.05})  # more than the side room
+    items += [{"kind": "hold", "mb": 4, "seconds": 0.05} for _ in range(12)]
+    poison, big = 6, 19
+    result, lines = run_job(items, memory="600m", workers=3, batch_size=1)
+    assert sorted(line["input_index"] for line in lines) == sorted(set(range(32)) - {poison})
+    assert [(q["input_index"], q["status"]) for q in result.quarantined] == [(poison, "oom_killed")]
+    attempts = manifest(result.run_dir)
+    # killed beside held work, the poison still died holding nearly all the budget: one
+    # kernel kill, quarantined at its first death, and no other item was ever killed
+    killed = [a for a in attempts if a["status"] == "oom_killed"]
+    assert [a["input_indices"] for a in killed] == [[poison]]
+    assert killed[0]["side"] is False
+    side = [a for a in attempts if a["side"]]
+    assert any(a["status"] == "success" for a in side)
+    assert result.summary["side_lane"]["batches"] == len(side)
+    # the big item stalled at its ceiling, was stopped, and ran again after the poison
+    big_attempts = [a["status"] for a in attempts if a["input_indices"] == [big]]
+    assert big_attempts[-1] == "success" and set(big_attempts) <= {"preempted", "success"}
+    assert "preempted" in big_attempts
+    lanes = [e for e in result.summary["events"] if e["event"] == "side_lane"]
+    assert lanes and lanes[0]["open"] is True and lanes[-1]["open"] is False
+
+
+def test_two_runaways_together_go_one_at_a_time(cgroup_limiter: CgroupLimiter, run_job) -> None:
+    # two poison items start together; growing side by side, each would die short of the
+    # whole budget: one is stopped and run again after the other, and each dies alone once
+    items = [{"kind": "hold", "mb": 4, "seconds": 0.02} for _ in range(4)]
+    items += [{**CREEP, "mb": 900}, {**CREEP, "mb": 900}]
+    result, lines = run_job(items, memory="600m", workers=2, batch_size=1)
+    assert sorted(line["input_index"] for line in lines) == [0, 1, 2, 3]
+    assert sorted((q["input_index"], q["status"]) for q in result.quarantined) == [
+        (4, "oom_killed"),
+        (5, "oom_killed"),
+    ]
+    attempts = manifest(result.run_dir)
+    killed = sorted(a["input_indices"][0] for a in attempts if a["status"] == "oom_killed")
+    assert killed == [4, 5]  # one kernel kill each: neither died beside the other
+    assert any(a["status"] == "preempted" for a in attempts)
+    assert any(e["event"] == "runaway_preempted" for e in result.summary["events"])
+
+
+def test_runaway_side_room_and_the_side_lanes_ledger() -> None:
+    budget = 1000 * MiB
+    admission = Admission(AdmissionConfig(side_share=0.05), budget)
+    # a runaway: grown past its prediction by more than 5% of the budget
+    assert not admission.is_runaway(140 * MiB, 10 * MiB, 100 * MiB)
+    assert admission.is_runaway(170 * MiB, 10 * MiB, 100 * MiB)
+    assert admission.is_runaway(170 * MiB, 10 * MiB, 100 * MiB, growth=40 * MiB)
+    assert not admission.is_runaway(170 * MiB, 10 * MiB, 100 * MiB, growth=2 * MiB)  # levelled
+    # side room: 5% of the budget in all, less what is held already
+    assert admission.side_room(0) == 50 * MiB
+    assert admission.side_room(30 * MiB) == 20 * MiB
+    assert admission.crowded(800 * MiB) and not admission.crowded(700 * MiB)
+    # the ledger: open until 3 s are judged; then only while finished >= 1.5 x lost
+    admission.side_wasted = 2.0
+    assert admission.side_lane_pays()
+    admission.side_useful = 2.0
+    assert not admission.side_lane_pays() and admission.side_room(0) == 0
+    admission.side_useful = 3.0
+    assert admission.side_lane_pays()
+    off = Admission(AdmissionConfig(side_lane=False), budget)
+    assert off.side_room(0) == 0

@@ -37,6 +37,15 @@ def work(item: dict[str, Any]) -> Any:
         touch(block)
         time.sleep(item["seconds"])  # the work takes a while with its memory held
         return {"mb": item["mb"]}
+    if kind == "creep":
+        # grows step by step (a runaway when "mb" is past the cap): slowly, as real ones do
+        blocks = []
+        for _ in range(item["mb"] // item["step_mb"]):
+            block = allocate(item["step_mb"])
+            touch(block)
+            blocks.append(block)
+            time.sleep(item["step_seconds"])  # the workload is slow by nature; no test waits on it
+        return {"mb": item["mb"]}
     if kind == "leak":
         block = allocate(item["mb"])
         touch(block)

@@ -1,6 +1,7 @@
 """Real cgroups and real OOM kills by the kernel (root and a writable memory controller)."""
 
 import os
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -128,3 +129,33 @@ def test_stale_groups_of_a_dead_supervisor_are_swept(cgroup_limiter: CgroupLimit
     assert stale in removed
     assert not stale.exists()
     assert Path(live.path or "").exists(), "a live supervisor's group is left alone"
+
+
+def test_a_held_group_stalls_at_its_ceiling_and_goes_on_when_released(
+    cgroup_limiter: CgroupLimiter,
+) -> None:
+    job = cgroup_limiter.create_group("job", 512 * MiB)
+    worker = cgroup_limiter.create_group("w-held", None, parent=job)
+    assert worker.can_hold
+    with allocator(160 * MiB) as child:
+        worker.add_pid(child.pid)
+        worker.hold(worker.usage() + 64 * MiB)
+        # the kernel signals the group's OOM on this eventfd: with the killer off, a stall
+        oom_control = os.open(Path(worker.path or "") / "memory.oom_control", os.O_RDONLY)
+        stalled = os.eventfd(0)
+        try:
+            Path(worker.path or "", "cgroup.event_control").write_text(f"{stalled} {oom_control}")
+            go(child)
+            ready, _, _ = select.select([stalled], [], [], 30)
+        finally:
+            os.close(oom_control)
+        os.close(stalled)
+        assert ready, "the child never reached its ceiling"
+        assert worker.stalled()
+        assert child.poll() is None  # stalled, not killed
+        assert worker.read().oom_kill == 0
+        worker.release()
+        assert child.stdout is not None
+        assert child.stdout.readline().startswith("done")  # it went on where it stopped
+    assert not worker.stalled()
+    assert worker.read().oom_kill == 0 and worker.read().limit is None

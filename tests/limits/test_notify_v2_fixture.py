@@ -103,3 +103,17 @@ def test_a_wake_up_without_a_kill_schedules_a_rescan_instead_of_blocking(tmp_pat
         assert source.settle_timeout() is None
     finally:
         source.close()
+
+
+def test_v2_hold_is_memory_high(tmp_path: Path) -> None:
+    """v2 cannot switch the OOM killer off: a hold is memory.high (the throttle)."""
+    worker = make_v2_tree(tmp_path)
+    group = CgroupV2Group("w-0", None, None, worker)
+    assert group.can_hold
+    group.hold(300 * 1024**2)
+    assert (worker / "memory.high").read_text() == str(300 * 1024**2)
+    (worker / "memory.current").write_text(str(300 * 1024**2))
+    assert group.stalled()
+    group.release()
+    assert (worker / "memory.high").read_text() == "max"
+    assert not group.stalled()

@@ -22,6 +22,26 @@ while predicted total + its prediction <= ``target`` x budget (and the in-flight
 under ``max_in_flight`` and the AIMD concurrency limit). One batch may always run when
 nothing else does (the recovery ladder handles a batch bigger than the budget).
 
+Beside a runaway. A batch that has grown past its prediction by ``runaway_slack`` of the
+budget, and is still growing, is a runaway: maybe a big item, maybe a poison one that will grow until the kernel
+kills it. While one runs no batch is admitted the usual way (the runaway may need all the
+room), but the cores it leaves idle still get work: a side lane of batches *held* at a
+ceiling, whose processes the kernel stalls (not kills) at it (v1: the limit with the OOM
+killer off; v2: ``memory.high``), and only where the batch most likely fits (its median
+learned cost, not the high quantile: a wrong guess costs a stall, not a kill; a batch
+that stalls at its ceiling is stopped and runs again later). Together they hold at most ``side_share`` of the budget,
+half of what a death may fall short of the whole budget and still count as a death alone
+(``alone_fraction``), so a runaway killed beside them is still quarantined at once. A
+batch known to need more than the side room waits. When no runaway is left the holds are
+lifted and stalled batches go on where they stopped. One side batch per core the runaways
+leave free; the user's ``max_in_flight`` still caps the total; the AIMD limit does not
+apply (held batches cannot push the job over its cap). Two runaways that together pass
+the target would each die short of the whole budget, proving nothing: the one
+holding most goes on; the others are stopped and run again, uncounted, after it. The lane
+is speculation and is judged as such: it closes once the held batches that were stopped
+have cost more than two thirds of what the finished ones did (a mix where many items are
+big: too many would stall).
+
 Pressure. Intake pauses when the job's real usage reaches ``high_water`` x budget, or
 PSI ``some avg10`` reaches ``psi_some_avg10``; it resumes only once usage is back below
 ``target`` x budget and PSI below the threshold (hysteresis, so it does not flap).
@@ -45,6 +65,9 @@ class AdmissionConfig:
     unknown_share: float = 0.25  # before that, a batch is assumed to need this share of the budget
     enabled: bool = True
     sequential: bool = False  # a per-item function: a batch's items run one at a time
+    runaway_slack: float = 0.05  # grown past its prediction by this share of the budget: a runaway
+    side_share: float = 0.05  # held batches beside a runaway: at most this share of the budget
+    side_lane: bool = True
 
 
 class CostModel:
@@ -57,6 +80,8 @@ class CostModel:
         self._cached_at = -1
         self._per_item = 0.0
         self._per_byte: float | None = None
+        self._typical_item = 0.0
+        self._typical_byte: float | None = None
 
     def observe(self, items: int, size: int, cost: int) -> None:
         if items <= 0 or cost < 0:
@@ -78,18 +103,28 @@ class CostModel:
         if self._cached_at < 0 or self.observed < 16 or self.observed - self._cached_at >= 8:
             self._cached_at = self.observed
             self._per_item = self.registry.quantile("per_item", self.quantile) or 0.0
+            self._typical_item = self.registry.quantile("per_item", 0.5) or 0.0
             labels = self.registry.labels()
+            has_bytes = "per_byte" in labels
             self._per_byte = (
-                self.registry.quantile("per_byte", self.quantile) if "per_byte" in labels else None
+                self.registry.quantile("per_byte", self.quantile) if has_bytes else None
             )
+            self._typical_byte = self.registry.quantile("per_byte", 0.5) if has_bytes else None
 
-    def predict(self, items: int, size: int) -> int | None:
+    def predict(self, items: int, size: int, typical: bool = False) -> int | None:
+        """The high-quantile cost; with ``typical``, the median's (what a batch most likely
+        needs, for speculative work that is stalled, not killed, when it is wrong)."""
         if self.observed == 0:
             return None
         self._refresh()
-        estimate = self._per_item * items
-        if size > 0 and self._per_byte is not None:
-            estimate = max(estimate, self._per_byte * size)
+        per_item, per_byte = (
+            (self._typical_item, self._typical_byte)
+            if typical
+            else (self._per_item, self._per_byte)
+        )
+        estimate = per_item * items
+        if size > 0 and per_byte is not None:
+            estimate = max(estimate, per_byte * size)
         return int(estimate)
 
 
@@ -100,6 +135,8 @@ class Admission:
         self.costs = CostModel(config.cost_quantile)
         self.paused = False
         self.pauses = 0
+        self.side_useful = 0.0  # seconds of held batches that finished
+        self.side_wasted = 0.0  # seconds of held batches stopped at their ceiling
 
     def sizes(self, batch: Batch, times: int = 1) -> tuple[int, int]:
         """(items, bytes) as the cost model counts a batch (``times`` over): for a sequential
@@ -124,6 +161,42 @@ class Admission:
         if self.costs.observed < self.config.warmup_batches:
             return max(learned, conservative)
         return learned
+
+    def is_runaway(
+        self, usage_now: int, usage_at_start: int, prediction: int, growth: int | None = None
+    ) -> bool:
+        """Past its prediction by the slack, and still growing: ``growth`` is what it grew
+        over the last second (None: too young to say, so it counts as growing). One that
+        has levelled off is only a big batch, counted at what it holds."""
+        slack = self.config.runaway_slack * self.budget
+        growing = growth is None or growth >= slack / 4
+        return self.config.enabled and growing and usage_now > usage_at_start + prediction + slack
+
+    def likely_fits_beside(self, batch: Batch, share: int) -> bool:
+        """Whether ``batch`` most likely fits ``share`` bytes of side room (the median cost,
+        once the model is warm): a held batch that does not is stalled and stopped."""
+        if self.costs.observed < self.config.warmup_batches:
+            return False
+        typical = self.costs.predict(*self.sizes(batch), typical=True)
+        return typical is not None and max(typical, batch.known_cost) <= share
+
+    def crowded(self, predicted_total: int) -> bool:
+        """Runaways together past the target: only one of them may go on."""
+        return predicted_total >= self.config.target * self.budget
+
+    def side_lane_pays(self) -> bool:
+        """Held batches are speculation: one stopped at its ceiling loses what it did. The
+        lane stays open while what finishes is at least 1.5 times what is lost (judged after
+        3 seconds of either: too early before)."""
+        if self.side_useful + self.side_wasted < 3.0:
+            return True
+        return self.side_useful >= 1.5 * self.side_wasted
+
+    def side_room(self, held: int) -> int:
+        """Bytes a new held batch may have beside a runaway, with ``held`` bytes held already."""
+        if not (self.config.enabled and self.config.side_lane and self.side_lane_pays()):
+            return 0
+        return max(0, int(self.config.side_share * self.budget) - held)
 
     def admits(self, predicted_total: int, prediction: int, in_flight: int) -> bool:
         if not self.config.enabled or in_flight == 0:

@@ -20,6 +20,7 @@ class Status(StrEnum):
     MEMORY_ERROR = "memory_error"  # MemoryError or an out-of-memory message, raised in user code
     WORKER_CRASH = "worker_crash"  # any other death: segfault, os._exit, a signal
     BACKEND_FAILURE = "backend_failure"  # the model backend died; not the item's fault
+    PREEMPTED = "preempted"  # stalled at its side-lane ceiling, stopped and requeued; no fault
 
 
 MEMORY_STATUSES = frozenset({Status.OOM_KILLED, Status.MEMORY_ERROR})

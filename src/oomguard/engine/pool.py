@@ -55,6 +55,8 @@ class WorkerHandle:
     batches_done: int = 0
     poller: Any = None  # a select.poll on the connection, for cheap "more to read?" checks
     running: mmap.mmap | None = None  # the shared slot: (batch_id, index) of the running item
+    side_share: int = 0  # bytes of side room it is held to beside a runaway (0: not held)
+    side_since: float = 0.0
 
     @property
     def pid(self) -> int:

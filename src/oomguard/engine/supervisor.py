@@ -75,6 +75,8 @@ from oomguard.metrics.registry import Registry
 from oomguard.sizes import mib
 
 _END = object()  # the reader's "source exhausted" mark
+SIDE_MINIMUM = 16 * 1024 * 1024  # less side room than this is not worth a held batch
+WATCH_INTERVAL = 0.05  # seconds between looks at the workers' memory while it is busy
 _SUCCESS = str(Status.SUCCESS)
 
 
@@ -197,6 +199,8 @@ class Counters:
     bisections: int = 0
     alone_runs: int = 0
     worker_starts: int = 0
+    side_batches: int = 0  # dispatched beside a runaway, held at a ceiling
+    side_stalls: int = 0  # of those, found stalled at their ceiling when released
 
     @property
     def quarantined_total(self) -> int:
@@ -310,10 +314,15 @@ class Supervisor:
                 psi_some_avg10=config.psi_threshold,
                 enabled=config.admission,
                 sequential=not config.batched,
+                side_share=(1 - config.alone_fraction) / 2,
+                side_lane=config.side_lane,
             ),
             memory,
         )
         self.held: Batch | None = None  # formed, but not admitted yet
+        self.side_lane_open = False
+        # known to need more than the side room: they wait for the runaway to end
+        self.set_aside: collections.deque[Batch] = collections.deque()
         self.fork_server: ForkServer | None = None
         self.recycled = 0
         self.trims = 0
@@ -441,6 +450,7 @@ class Supervisor:
             and not self.open_items
             and not self.pending
             and not self.alone
+            and not self.set_aside
             and self.in_flight() == 0
         )
 
@@ -493,7 +503,20 @@ class Supervisor:
         settle = self.limiter.events.settle_timeout()
         if settle is not None:
             timeout = min(timeout, settle)
+        if self.memory_is_busy():
+            timeout = min(timeout, WATCH_INTERVAL)  # runaways are seen by looking often
         return timeout
+
+    def memory_is_busy(self) -> bool:
+        """Batches in flight while the job holds half its budget or more (the monitor's last
+        sample): then a runaway can reach the cap within a second, so the loop looks often."""
+        monitor = self.monitor
+        return (
+            self.config.admission
+            and monitor is not None
+            and monitor.last_cgroup >= 0.5 * self.memory
+            and self.in_flight() > 0
+        )
 
     # ---------------------------------------------------------------- dispatch
 
@@ -507,6 +530,14 @@ class Supervisor:
         if self.backend is not None and not self.backend.ready:
             return  # paused: the backend is restarting
         self.check_pressure()
+        runaways = self.runaways()
+        if len(runaways) > 1 and self.admission.crowded(self.predicted_total()):
+            self.one_runaway_at_a_time(runaways)
+        if runaways:
+            self.dispatch_beside(1)
+            return
+        if self.set_aside or any(w.side_share for w in self.workers.values()):
+            self.release_holds()
         if self.admission.paused:
             return
         if any(w.state == "busy" and w.attempt_alone for w in self.workers.values()):
@@ -533,6 +564,117 @@ class Supervisor:
                 return
             self.held = None
             self.send_batch(worker, batch, prediction)
+
+    def runaways(self) -> list[WorkerHandle]:
+        """Busy workers whose batch grew well past its prediction and is growing still."""
+        found = []
+        for handle in self.workers.values():
+            if handle.state != "busy" or handle.side_share:
+                continue
+            try:
+                now = handle.group.usage()
+            except OSError:
+                continue
+            growth = self.monitor.recent_growth(handle.slot, handle.pid) if self.monitor else None
+            if self.admission.is_runaway(now, handle.usage_at_start, handle.prediction, growth):
+                found.append(handle)
+        return found
+
+    def one_runaway_at_a_time(self, runaways: list[WorkerHandle]) -> None:
+        """Two runaways growing together into the high-water mark would each die short of
+        the whole budget, and neither death would prove anything: the one holding most goes
+        on, the others are stopped and run again, uncounted, when it is over (each knowing
+        what it reached)."""
+        keep = max(runaways, key=lambda handle: handle.group.usage())
+        for handle in runaways:
+            if handle is not keep and handle.kill_reason is None:
+                handle.kill_reason = "preempted"
+                handle.proc.kill()
+                self.add_event(
+                    {
+                        "time": time.time(),
+                        "event": "runaway_preempted",
+                        "worker_pid": handle.pid,
+                        "kept_pid": keep.pid,
+                    }
+                )
+
+    def dispatch_beside(self, runaways: int) -> None:
+        """The side lane: batches held at a small ceiling on the cores runaways leave idle."""
+        self.preempt_stalled()
+        psi = self.monitor.last_psi if self.monitor is not None else None
+        if psi is not None and psi >= self.admission.config.psi_some_avg10:
+            return  # the machine is short of memory: nothing more, not even held
+        cap = self.config.max_in_flight or self.config.workers
+        lanes = max(1, (os.cpu_count() or 1) - runaways)
+        while True:
+            side = [w for w in self.workers.values() if w.side_share and w.state == "busy"]
+            share = self.admission.side_room(sum(w.side_share for w in side))
+            if len(side) >= lanes or self.in_flight() >= cap or share < SIDE_MINIMUM:
+                return
+            worker = self.idle_worker()
+            if worker is None or not worker.group.can_hold:
+                return
+            batch = self.next_batch()
+            if batch is None:
+                return
+            self.held = None
+            if batch.alone or batch.known_cost > share:
+                self.set_aside.append(batch)  # known to need more
+                continue
+            if not self.admission.likely_fits_beside(batch, share):
+                self.held = batch  # batches like it most likely need more: no side lane
+                return
+            if not self.side_lane_open:
+                self.side_lane_open = True
+                self.add_event({"time": time.time(), "event": "side_lane", "open": True})
+            self.counters.side_batches += 1
+            self.send_batch(worker, batch, share, hold=share)
+
+    def preempt_stalled(self) -> None:
+        """A held batch stalled at its ceiling needs more than the side room: stop it, so
+        the room goes to another batch; it runs again, uncounted, once the runaway is over."""
+        for handle in self.workers.values():
+            if (
+                handle.side_share
+                and handle.state == "busy"
+                and handle.kill_reason is None
+                and handle.group.stalled()
+            ):
+                handle.kill_reason = "preempted"
+                handle.proc.kill()
+
+    def release_holds(self) -> None:
+        """No runaway left: held workers get their own limit back, stalled ones go on, and
+        batches set aside for the runaway's end come first."""
+        now = time.monotonic()
+        stalled = 0
+        for handle in self.workers.values():
+            if not handle.side_share:
+                continue
+            if handle.group.stalled():
+                stalled += 1
+            try:
+                handle.group.release()
+            except OSError:
+                pass  # its cgroup is gone with it: its death is being handled
+            if handle.deadline is not None:
+                handle.deadline += now - handle.side_since  # a stall is not the batch's time
+            if handle.state == "busy" and handle.batch is not None:
+                handle.prediction = max(
+                    handle.side_share,
+                    self.admission.predict_batch(handle.batch),
+                    handle.batch.known_cost,
+                )
+            handle.side_share = 0
+        self.counters.side_stalls += stalled
+        while self.set_aside:
+            self.pending.appendleft(self.set_aside.pop())
+        if self.side_lane_open:
+            self.side_lane_open = False
+            self.add_event(
+                {"time": time.time(), "event": "side_lane", "open": False, "stalled": stalled}
+            )
 
     def next_batch(self) -> Batch | None:
         if self.held is not None:
@@ -641,7 +783,11 @@ class Supervisor:
         self.open_bytes = sum(item.size for item in self.open_items)
         return batch
 
-    def send_batch(self, worker: WorkerHandle, batch: Batch, prediction: int = 0) -> None:
+    def send_batch(
+        self, worker: WorkerHandle, batch: Batch, prediction: int = 0, hold: int = 0
+    ) -> None:
+        """Start ``batch`` on ``worker``; with ``hold``, its worker is held at its memory now
+        plus ``hold`` bytes (the side lane)."""
         batch.attempt += 1
         worker.ticket = self.concurrency.ticket()
         worker.prediction = prediction
@@ -658,6 +804,9 @@ class Supervisor:
             worker.usage_at_start = worker.group.usage()
         except OSError:
             worker.usage_at_start = 0
+        if hold:
+            worker.group.hold(worker.usage_at_start + hold)
+            worker.side_share, worker.side_since = hold, time.monotonic()
         try:
             extra = {"pressure": self.current_pressure(), "attempt": batch.attempt}
             worker.conn.send(
@@ -792,6 +941,8 @@ class Supervisor:
         first_error = handle.item_failures[0][2] if handle.item_failures else None
         self.record_attempt(handle, worst, peak, error=first_error, stats=stats)
         handle.batches_done += 1
+        if handle.side_share:
+            self.admission.side_useful += time.monotonic() - handle.started_at
         if worst is Status.SUCCESS:
             if peak is not None:
                 self.admission.learn(batch, max(0, peak - handle.usage_at_start))
@@ -849,11 +1000,9 @@ class Supervisor:
             died_alone = peak is not None and peak >= self.config.alone_fraction * self.room_for(
                 handle
             )
-            bystander = (
-                status is Status.OOM_KILLED
-                and not died_alone
-                and not batch.alone
-                and self.is_bystander(handle)
+            bystander = status is Status.OOM_KILLED and (
+                bool(handle.side_share)  # held beside a runaway: its death says nothing of it
+                or (not died_alone and not batch.alone and self.is_bystander(handle))
             )
             own_cap = handle.group.limit  # worker_memory: a cap of its own inside the job's
             at_own_cap = own_cap is not None and peak is not None and peak >= 0.95 * own_cap
@@ -875,8 +1024,11 @@ class Supervisor:
                         self.add_event(
                             {"time": time.time(), "event": "concurrency", "in_flight_limit": limit}
                         )
-            if handle.kill_reason == "group":
-                self.apply(retry_uncounted(batch), Status.WORKER_CRASH, evidence)
+            if handle.kill_reason == "preempted":
+                self.requeue_preempted(handle, batch, peak)
+            elif handle.kill_reason == "group":
+                self.settle_reported_failures(handle, batch)
+                self.requeue_unreported(handle, batch, Status.WORKER_CRASH, evidence)
             else:
                 self.recover(
                     handle, batch, status, evidence, died_alone=died_alone, bystander=bystander
@@ -909,6 +1061,8 @@ class Supervisor:
         if handle.kill_reason == "group":
             evidence["group_restart"] = True
             return Status.WORKER_CRASH, evidence
+        if handle.kill_reason == "preempted":
+            return Status.PREEMPTED, evidence
         if handle.kill_reason == "timeout":
             evidence["timeout_sec"] = self.config.timeout
             return Status.TIMEOUT, evidence
@@ -988,12 +1142,10 @@ class Supervisor:
         died_alone: bool,
         bystander: bool,
     ) -> None:
+        self.settle_reported_failures(handle, batch)
         if bystander:
             self.counters.bystanders += 1
-            remaining = [i for i in batch.items if i.index not in handle.reported]
-            if remaining:
-                retry = batch if len(remaining) == len(batch.items) else batch.only(remaining)
-                self.apply(retry_uncounted(retry), status, evidence)
+            self.requeue_unreported(handle, batch, status, evidence)
             return
         if self.config.batched:
             self.apply(
@@ -1002,19 +1154,6 @@ class Supervisor:
                 evidence,
             )
             return
-        # per-item: failures the worker reported before dying are settled one by one
-        for index, failure, error in handle.item_failures:
-            item = next(i for i in batch.items if i.index == index)
-            self.apply(
-                after_failure(
-                    single_item_batch(batch, item),
-                    Status(failure),
-                    died_alone=False,
-                    policy=self.policy,
-                ),
-                Status(failure),
-                error,
-            )
         unreported = [i for i in batch.items if i.index not in handle.reported]
         if handle.items_over():
             # every item had finished (the death came while reporting): no single item to
@@ -1040,6 +1179,58 @@ class Supervisor:
                 status,
                 evidence,
             )
+
+    def requeue_unreported(
+        self, handle: WorkerHandle, batch: Batch, status: Status, evidence: dict[str, Any]
+    ) -> None:
+        """What the worker had not reported goes back to the queue, its history unchanged
+        (what it reported is in the sink already: running it again would duplicate it)."""
+        remaining = [i for i in batch.items if i.index not in handle.reported]
+        if remaining:
+            retry = batch if len(remaining) == len(batch.items) else batch.only(remaining)
+            self.apply(retry_uncounted(retry), status, evidence)
+
+    def settle_reported_failures(self, handle: WorkerHandle, batch: Batch) -> None:
+        """Per-item failures the worker reported before it died, settled one by one."""
+        for index, failure, error in handle.item_failures:
+            item = next(i for i in batch.items if i.index == index)
+            self.apply(
+                after_failure(
+                    single_item_batch(batch, item),
+                    Status(failure),
+                    died_alone=False,
+                    policy=self.policy,
+                ),
+                Status(failure),
+                error,
+            )
+        handle.item_failures = []
+
+    def requeue_preempted(self, handle: WorkerHandle, batch: Batch, peak: int | None) -> None:
+        """A held batch stopped at its ceiling goes back to the queue uncounted; what stalled
+        (the running item of a per-item batch, else the batch) is known to need more than
+        the side room, so it waits for the runaway to end."""
+        self.settle_reported_failures(handle, batch)
+        if handle.side_share:
+            self.admission.side_wasted += time.monotonic() - handle.started_at
+        # more than the room it stalled in (strictly: the same room would stall it again)
+        needed = max(batch.known_cost, handle.side_share + 1, (peak or 0) - handle.usage_at_start)
+        remaining = [i for i in batch.items if i.index not in handle.reported]
+        if not remaining:
+            return
+        evidence = {"worker_pid": handle.pid, "side_share_mb": mib(handle.side_share)}
+        if self.config.batched or handle.items_over():
+            retry = batch if len(remaining) == len(batch.items) else batch.only(remaining)
+            retry.known_cost = needed
+            self.apply(retry_uncounted(retry), Status.PREEMPTED, evidence)
+            return
+        pinned, rest = pin_item(batch, handle.reported, handle.running_item())
+        if rest:
+            self.apply(retry_uncounted(batch.only(rest)), Status.PREEMPTED, evidence)
+        if pinned is not None:
+            single = single_item_batch(batch, pinned)
+            single.known_cost = max(single.known_cost, needed)
+            self.apply(retry_uncounted(single), Status.PREEMPTED, evidence)
 
     def apply(self, decision: Decision, status: Status, evidence: dict[str, Any]) -> None:
         for batch in reversed(decision.retry):
@@ -1127,6 +1318,7 @@ class Supervisor:
                 handle.deadline is not None
                 and now >= handle.deadline
                 and handle.kill_reason is None
+                and not handle.side_share  # a held batch may be stalled: its clock runs on release
             ):
                 handle.kill_reason = "timeout"
                 handle.proc.kill()
@@ -1174,6 +1366,7 @@ class Supervisor:
             "start_mb": mib(handle.usage_at_start),
             "worker_pid": handle.pid,
             "alone": handle.attempt_alone,
+            "side": bool(handle.side_share),  # held beside a runaway (the side lane)
             "items_done": len(handle.records),
         }
         if status is not Status.SUCCESS:
@@ -1371,6 +1564,10 @@ class Supervisor:
             "retries": self.counters.retries,
             "bisections": self.counters.bisections,
             "alone_runs": self.counters.alone_runs,
+            "side_lane": {
+                "batches": self.counters.side_batches,
+                "stalled": self.counters.side_stalls,
+            },
             "bystanders": self.counters.bystanders,
             "worker_starts": self.counters.worker_starts,
             "peak_rss_mb": mib(monitor.peak_rss) if monitor else None,

@@ -165,6 +165,22 @@ class MemoryGroup(ABC):
     def reset_peak(self) -> None:
         """Start measuring the peak afresh (per batch)."""
 
+    can_hold = False  # whether hold() works: the kernel can stall the group at a ceiling
+
+    def hold(self, ceiling: int) -> None:
+        """Stall the group's processes at ``ceiling`` bytes instead of killing them, until
+        :meth:`release`: a process that reaches it waits (v1: the limit with the OOM killer
+        disabled; v2: ``memory.high``, which throttles). Only where :attr:`can_hold`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot hold a group at a ceiling")
+
+    def release(self) -> None:
+        """Lift :meth:`hold`: the group's own limit holds again, and stalled processes go on."""
+        raise NotImplementedError(f"{type(self).__name__} cannot hold a group at a ceiling")
+
+    def stalled(self) -> bool:
+        """Whether a process of the held group is waiting at its ceiling now."""
+        return False
+
     @abstractmethod
     def kill_all(self, timeout: float = 5.0) -> None:
         """SIGKILL every process in the group and wait (up to ``timeout``) for them to go."""

@@ -30,7 +30,7 @@ import psutil
 from oomguard.errors import CgroupError, CgroupPermissionError
 from oomguard.limits.base import EventSource, GroupMemory, Limiter, MemoryGroup
 from oomguard.limits.notify import CgroupEventSource
-from oomguard.memory.cgroups import read_cgroup_memory
+from oomguard.memory.cgroups import parse_flat_keyed, read_cgroup_memory
 
 GROUP_PREFIX = "oomguard-"
 _PERMISSION_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
@@ -180,8 +180,36 @@ class CgroupGroup(MemoryGroup):
 
 class CgroupV1Group(CgroupGroup):
     version: Literal["v1", "v2"] = "v1"
+    can_hold = True
 
     def set_limit(self, limit: int | None) -> None:
+        self._write_limit(limit)
+        self.limit = limit
+
+    def hold(self, ceiling: int) -> None:
+        # the OOM killer off first: reaching the ceiling must stall, never kill
+        try:
+            _write(self.directory / "memory.oom_control", "1")
+        except OSError as err:
+            raise _permission_error(err, "disable the OOM killer of", self.directory) from err
+        self._write_limit(ceiling)
+
+    def release(self) -> None:
+        # the limit first: raising it wakes the stalled tasks; then the OOM killer again
+        self._write_limit(self.limit)
+        try:
+            _write(self.directory / "memory.oom_control", "0")
+        except OSError as err:
+            raise _permission_error(err, "enable the OOM killer of", self.directory) from err
+
+    def stalled(self) -> bool:
+        try:
+            text = (self.directory / "memory.oom_control").read_text()
+        except OSError:
+            return False
+        return parse_flat_keyed(text).get("under_oom", 0) == 1
+
+    def _write_limit(self, limit: int | None) -> None:
         value = str(limit) if limit is not None else "-1"
         memsw = self.directory / "memory.memsw.limit_in_bytes"
         try:
@@ -200,7 +228,6 @@ class CgroupV1Group(CgroupGroup):
                 _write(self.directory / "memory.limit_in_bytes", value)
         except OSError as err:
             raise _permission_error(err, "set the memory limit of", self.directory) from err
-        self.limit = limit
 
     def read(self) -> GroupMemory:
         memory = read_cgroup_memory(self.directory, "v1")
@@ -238,6 +265,26 @@ class CgroupV2Group(CgroupGroup):
     def set_high(self, high: int | None) -> None:
         """The soft brake: above it the kernel throttles and reclaims instead of killing."""
         _write(self.directory / "memory.high", str(high) if high is not None else "max")
+
+    can_hold = True
+
+    def hold(self, ceiling: int) -> None:
+        # v2 cannot switch the OOM killer off; memory.high throttles the group at the
+        # ceiling (reclaim, then sleeps of up to 2 s per allocation) instead
+        try:
+            self.set_high(ceiling)
+        except OSError as err:
+            raise _permission_error(err, "set memory.high of", self.directory) from err
+
+    def release(self) -> None:
+        try:
+            self.set_high(None)
+        except OSError as err:
+            raise _permission_error(err, "set memory.high of", self.directory) from err
+
+    def stalled(self) -> bool:
+        high = self._pread_int("memory.high")
+        return high is not None and self.usage() >= high
 
     def set_oom_group(self, enabled: bool) -> None:
         _write(self.directory / "memory.oom.group", "1" if enabled else "0")
