@@ -173,6 +173,24 @@ def test_group_restart_requeues_every_members_batch(cgroup_limiter: CgroupLimite
     assert [q["input_index"] for q in result.quarantined] == [4]
 
 
+def test_a_group_restart_runs_again_only_what_its_members_had_not_reported(
+    cgroup_limiter: CgroupLimiter, run_job
+) -> None:
+    # members are halfway through batches of 4 slow items when the poison (first in the
+    # middle batch) reaches the cap: what they had reported is in the sink already
+    hold = {"kind": "hold", "mb": 5, "seconds": 0.6}  # 2.4 s a batch; the poison dies at ~1.6 s
+    items = [dict(hold) for _ in range(12)]
+    items[4] = {"kind": "creep", "mb": 900, "step_mb": 12, "step_seconds": 0.04}
+    result, lines = run_job(
+        items, memory="400m", workers=3, batch_size=4, group=True, admission=False
+    )
+    counts = collections.Counter(line["input_index"] for line in lines)
+    assert set(counts) == set(range(12)) - {4} and set(counts.values()) == {1}
+    restarted = [a for a in manifest(result.run_dir) if a["status"] == "worker_crash"]
+    assert any(a["items_done"] > 0 for a in restarted), "no member had reported an item yet"
+    assert [q["input_index"] for q in result.quarantined] == [4]
+
+
 def test_batch_sizer_grows_on_fast_batches_with_memory_to_spare_and_shrinks_on_slow_ones() -> None:
     from oomguard.engine.batch_size import BatchSizer
 
