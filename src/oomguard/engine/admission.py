@@ -162,15 +162,23 @@ class Admission:
             return max(learned, conservative)
         return learned
 
+    def over_prediction(self, usage_now: int, usage_at_start: int, prediction: int) -> bool:
+        """Grown past its prediction by the runaway slack (the first half of a runaway)."""
+        slack = self.config.runaway_slack * self.budget
+        return self.config.enabled and usage_now > usage_at_start + prediction + slack
+
+    def still_growing(self, growth: int | None) -> bool:
+        """``growth``: bytes grown over the last second (None: too young to say, so it
+        counts as growing). One that has levelled off is only a big batch, counted at what
+        it holds."""
+        return growth is None or growth >= self.config.runaway_slack * self.budget / 4
+
     def is_runaway(
         self, usage_now: int, usage_at_start: int, prediction: int, growth: int | None = None
     ) -> bool:
-        """Past its prediction by the slack, and still growing: ``growth`` is what it grew
-        over the last second (None: too young to say, so it counts as growing). One that
-        has levelled off is only a big batch, counted at what it holds."""
-        slack = self.config.runaway_slack * self.budget
-        growing = growth is None or growth >= slack / 4
-        return self.config.enabled and growing and usage_now > usage_at_start + prediction + slack
+        return self.over_prediction(usage_now, usage_at_start, prediction) and self.still_growing(
+            growth
+        )
 
     def likely_fits_beside(self, batch: Batch, share: int) -> bool:
         """Whether ``batch`` most likely fits ``share`` bytes of side room (the median cost,

@@ -14,6 +14,9 @@
                                  ▼
                 sink ◄── results        quarantine.jsonl ◄── poison items, with evidence
 
+While a runaway batch grows (admission.py), new work goes only to a side lane of workers
+held at a small ceiling; what needs more waits in ``set_aside`` until the runaway ends.
+
 Workers never decide policy; they run batches and report. The supervisor never holds the
 input: the reader thread feeds a bounded queue, and results go to the sink as each batch
 ends.
@@ -61,7 +64,7 @@ from oomguard.engine.recovery import (
 )
 from oomguard.engine.sinks import Record, Sink, SinkError
 from oomguard.engine.sources import Source
-from oomguard.errors import ConfigError, OomguardError
+from oomguard.errors import CgroupError, ConfigError, OomguardError
 from oomguard.journal.ranges import RangeSet
 from oomguard.journal.store import Checkpoint, Journal
 from oomguard.limits.base import Limiter, MemoryGroup, OomEvent
@@ -321,6 +324,7 @@ class Supervisor:
         )
         self.held: Batch | None = None  # formed, but not admitted yet
         self.side_lane_open = False
+        self.side_lane_unavailable = False  # a hold failed: no side lane for this run
         # known to need more than the side room: they wait for the runaway to end
         self.set_aside: collections.deque[Batch] = collections.deque()
         self.fork_server: ForkServer | None = None
@@ -575,8 +579,10 @@ class Supervisor:
                 now = handle.group.usage()
             except OSError:
                 continue
+            if not self.admission.over_prediction(now, handle.usage_at_start, handle.prediction):
+                continue
             growth = self.monitor.recent_growth(handle.slot, handle.pid) if self.monitor else None
-            if self.admission.is_runaway(now, handle.usage_at_start, handle.prediction, growth):
+            if self.admission.still_growing(growth):
                 found.append(handle)
         return found
 
@@ -613,7 +619,7 @@ class Supervisor:
             if len(side) >= lanes or self.in_flight() >= cap or share < SIDE_MINIMUM:
                 return
             worker = self.idle_worker()
-            if worker is None or not worker.group.can_hold:
+            if worker is None or not worker.group.can_hold or self.side_lane_unavailable:
                 return
             batch = self.next_batch()
             if batch is None:
@@ -625,11 +631,18 @@ class Supervisor:
             if not self.admission.likely_fits_beside(batch, share):
                 self.held = batch  # batches like it most likely need more: no side lane
                 return
+            try:
+                worker.group.hold(worker.group.usage() + share)
+            except (OSError, CgroupError) as err:
+                self.held = batch
+                self.side_lane_unavailable = True
+                self.add_event({"time": time.time(), "event": "side_lane", "error": str(err)})
+                return
             if not self.side_lane_open:
                 self.side_lane_open = True
                 self.add_event({"time": time.time(), "event": "side_lane", "open": True})
             self.counters.side_batches += 1
-            self.send_batch(worker, batch, share, hold=share)
+            self.send_batch(worker, batch, share, held=share)
 
     def preempt_stalled(self) -> None:
         """A held batch stalled at its ceiling needs more than the side room: stop it, so
@@ -784,10 +797,10 @@ class Supervisor:
         return batch
 
     def send_batch(
-        self, worker: WorkerHandle, batch: Batch, prediction: int = 0, hold: int = 0
+        self, worker: WorkerHandle, batch: Batch, prediction: int = 0, held: int = 0
     ) -> None:
-        """Start ``batch`` on ``worker``; with ``hold``, its worker is held at its memory now
-        plus ``hold`` bytes (the side lane)."""
+        """Start ``batch`` on ``worker``; ``held``: the worker is held (the side lane) at its
+        memory now plus this many bytes."""
         batch.attempt += 1
         worker.ticket = self.concurrency.ticket()
         worker.prediction = prediction
@@ -804,9 +817,8 @@ class Supervisor:
             worker.usage_at_start = worker.group.usage()
         except OSError:
             worker.usage_at_start = 0
-        if hold:
-            worker.group.hold(worker.usage_at_start + hold)
-            worker.side_share, worker.side_since = hold, time.monotonic()
+        if held:
+            worker.side_share, worker.side_since = held, time.monotonic()
         try:
             extra = {"pressure": self.current_pressure(), "attempt": batch.attempt}
             worker.conn.send(
