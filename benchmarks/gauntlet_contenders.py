@@ -130,7 +130,7 @@ def run_ray(items: list[dict[str, Any]], rec: Recorder) -> None:
     ray.shutdown()
 
 
-def run_oomguard(items: list[dict[str, Any]], rec: Recorder) -> None:
+def run_oomguard(items: list[dict[str, Any]], rec: Recorder, side_lane: bool = False) -> None:
     from oomguard import Job
 
     out = rec.path.with_suffix(".out.jsonl")
@@ -142,6 +142,7 @@ def run_oomguard(items: list[dict[str, Any]], rec: Recorder) -> None:
         workers=WORKERS,
         batch_size=1,
         log_format="quiet",
+        side_lane=side_lane,
     ).run()
     for line in out.read_text().splitlines():
         rec.done.append(json.loads(line)["result"]["index"])
@@ -171,8 +172,13 @@ def run_oracle(items: list[dict[str, Any]], rec: Recorder) -> None:
     run_ppe(items, rec, workers=os.cpu_count() or 1)
 
 
+def run_oomguard_with_side_lane(items: list[dict[str, Any]], rec: Recorder) -> None:
+    run_oomguard(items, rec, side_lane=True)
+
+
 CONTENDERS = {
     "oomguard": run_oomguard,
+    "oomguard (side_lane=True)": run_oomguard_with_side_lane,
     "ProcessPoolExecutor": run_ppe,
     "multiprocessing.Pool": run_mp_pool,
     "joblib": run_joblib,

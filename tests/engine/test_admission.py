@@ -272,7 +272,7 @@ def test_small_items_run_held_beside_a_runaway_which_is_still_quarantined_at_onc
     items.append({"kind": "hold", "mb": 150, "seconds": 0.05})  # more than the side room
     items += [{"kind": "hold", "mb": 4, "seconds": 0.05} for _ in range(12)]
     poison, big = 6, 19
-    result, lines = run_job(items, memory="600m", workers=3, batch_size=1)
+    result, lines = run_job(items, memory="600m", workers=3, batch_size=1, side_lane=True)
     assert sorted(line["input_index"] for line in lines) == sorted(set(range(32)) - {poison})
     assert [(q["input_index"], q["status"]) for q in result.quarantined] == [(poison, "oom_killed")]
     attempts = manifest(result.run_dir)
@@ -312,7 +312,7 @@ def test_two_runaways_together_go_one_at_a_time(cgroup_limiter: CgroupLimiter, r
 
 def test_runaway_side_room_and_the_side_lanes_ledger() -> None:
     budget = 1000 * MiB
-    admission = Admission(AdmissionConfig(side_share=0.05), budget)
+    admission = Admission(AdmissionConfig(side_share=0.05, side_lane=True), budget)
     # a runaway: grown past its prediction by more than 5% of the budget
     assert not admission.is_runaway(140 * MiB, 10 * MiB, 100 * MiB)
     assert admission.is_runaway(170 * MiB, 10 * MiB, 100 * MiB)
@@ -329,5 +329,5 @@ def test_runaway_side_room_and_the_side_lanes_ledger() -> None:
     assert not admission.side_lane_pays() and admission.side_room(0) == 0
     admission.side_useful = 3.0
     assert admission.side_lane_pays()
-    off = Admission(AdmissionConfig(side_lane=False), budget)
+    off = Admission(AdmissionConfig(), budget)  # off unless asked for
     assert off.side_room(0) == 0

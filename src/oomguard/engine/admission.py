@@ -23,24 +23,26 @@ under ``max_in_flight`` and the AIMD concurrency limit). One batch may always ru
 nothing else does (the recovery ladder handles a batch bigger than the budget).
 
 Beside a runaway. A batch that has grown past its prediction by ``runaway_slack`` of the
-budget, and is still growing, is a runaway: maybe a big item, maybe a poison one that will grow until the kernel
-kills it. While one runs no batch is admitted the usual way (the runaway may need all the
-room), but the cores it leaves idle still get work: a side lane of batches *held* at a
-ceiling, whose processes the kernel stalls (not kills) at it (v1: the limit with the OOM
-killer off; v2: ``memory.high``), and only where the batch most likely fits (its median
-learned cost, not the high quantile: a wrong guess costs a stall, not a kill; a batch
-that stalls at its ceiling is stopped and runs again later). Together they hold at most ``side_share`` of the budget,
-half of what a death may fall short of the whole budget and still count as a death alone
-(``alone_fraction``), so a runaway killed beside them is still quarantined at once. A
-batch known to need more than the side room waits. When no runaway is left the holds are
-lifted and stalled batches go on where they stopped. One side batch per core the runaways
-leave free; the user's ``max_in_flight`` still caps the total; the AIMD limit does not
-apply (held batches cannot push the job over its cap). Two runaways that together pass
-the target would each die short of the whole budget, proving nothing: the one
-holding most goes on; the others are stopped and run again, uncounted, after it. The lane
-is speculation and is judged as such: it closes once the held batches that were stopped
-have cost more than two thirds of what the finished ones did (a mix where many items are
-big: too many would stall).
+budget, and is still growing, is a runaway: maybe a big item, maybe a poison one that will
+grow until the kernel kills it. While one runs no batch is admitted the usual way: the
+runaway may need all the room, and a batch started beside it would make its death prove
+nothing. Two runaways that together pass the target would each die short of the whole
+budget: the one holding most goes on; the others are stopped and run again, uncounted,
+after it.
+
+The side lane (opt-in, ``side_lane``): the cores a runaway leaves idle get batches *held*
+at a ceiling, whose processes the kernel stalls (not kills) there (v1: the limit with the
+OOM killer off; v2: ``memory.high``), only where the batch most likely fits (its median
+learned cost: a wrong guess costs a stall, not a kill). Together they hold at most
+``side_share`` of the budget, half of what a death may fall short of the whole budget and
+still count as a death alone (``alone_fraction``), so a runaway killed beside them is
+still quarantined at once. A held batch that stalls is stopped and runs again after the
+runaway; one known to need more than the side room waits. One side batch per core the
+runaways leave free; ``max_in_flight`` still caps the total. The lane is speculation and
+is judged as such: it closes once what its stopped batches cost passes two thirds of what
+its finished ones did. Off by default: on the gauntlet (BENCHMARKS.md) it was no faster;
+most likely the side work competes with the runaway's page faults, and the runaways'
+growth, one after another, is the run's critical path.
 
 Pressure. Intake pauses when the job's real usage reaches ``high_water`` x budget, or
 PSI ``some avg10`` reaches ``psi_some_avg10``; it resumes only once usage is back below
@@ -67,7 +69,7 @@ class AdmissionConfig:
     sequential: bool = False  # a per-item function: a batch's items run one at a time
     runaway_slack: float = 0.05  # grown past its prediction by this share of the budget: a runaway
     side_share: float = 0.05  # held batches beside a runaway: at most this share of the budget
-    side_lane: bool = True
+    side_lane: bool = False  # opt-in: measured no faster on the gauntlet (BENCHMARKS.md)
 
 
 class CostModel:
