@@ -111,12 +111,36 @@ def interpreter_start_ms() -> float:
     return statistics.median(walls) * 1000
 
 
+def fixed_cost_s() -> float:
+    """What an oomguard run costs whatever its work: a job of 2 empty items, end to end
+    (median of 3): the fork server's start, the first worker, set-up and teardown."""
+    import statistics
+
+    items = [{"i": i, "ms": 0.0} for i in range(2)]
+    walls = []
+    for _ in range(3):
+        with tempfile.TemporaryDirectory(prefix="oomguard-overhead-") as tmp:
+            from oomguard import Job
+
+            job = Job(
+                "benchmarks.workloads:spin",
+                source=items,
+                sink=Path(tmp) / "out.jsonl",
+                run_dir=Path(tmp) / "run",
+                workers=CORES,
+                log_format="quiet",
+            )
+            walls.append(timed(job.run).wall)
+    return statistics.median(walls)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=20_000)
     args = parser.parse_args()
     print(f"# overhead without pressure, {CORES} cores, {time.strftime('%Y-%m-%d')}")
     print(f"\n`{sys.executable} -c pass` takes {interpreter_start_ms():.0f} ms here")
+    print(f"an oomguard job of 2 empty items takes {fixed_cost_s():.2f} s end to end")
     for ms in (1.0, 0.1):
         items = [{"i": i, "ms": ms} for i in range(args.items)]
         ideal = args.items * ms / 1000 / CORES

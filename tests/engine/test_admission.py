@@ -314,10 +314,11 @@ def test_runaway_side_room_and_the_side_lanes_ledger() -> None:
     budget = 1000 * MiB
     admission = Admission(AdmissionConfig(side_share=0.05, side_lane=True), budget)
     # a runaway: grown past its prediction by more than 5% of the budget
-    assert not admission.is_runaway(140 * MiB, 10 * MiB, 100 * MiB)
-    assert admission.is_runaway(170 * MiB, 10 * MiB, 100 * MiB)
-    assert admission.is_runaway(170 * MiB, 10 * MiB, 100 * MiB, growth=40 * MiB)
-    assert not admission.is_runaway(170 * MiB, 10 * MiB, 100 * MiB, growth=2 * MiB)  # levelled
+    assert not admission.over_prediction(140 * MiB, 10 * MiB, 100 * MiB)
+    assert admission.over_prediction(170 * MiB, 10 * MiB, 100 * MiB)
+    # and still growing: too young to say counts as growing; levelled off does not
+    assert admission.still_growing(None) and admission.still_growing(40 * MiB)
+    assert not admission.still_growing(2 * MiB)
     # side room: 5% of the budget in all, less what is held already
     assert admission.side_room(0) == 50 * MiB
     assert admission.side_room(30 * MiB) == 20 * MiB

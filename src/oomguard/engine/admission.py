@@ -175,20 +175,13 @@ class Admission:
         it holds."""
         return growth is None or growth >= self.config.runaway_slack * self.budget / 4
 
-    def is_runaway(
-        self, usage_now: int, usage_at_start: int, prediction: int, growth: int | None = None
-    ) -> bool:
-        return self.over_prediction(usage_now, usage_at_start, prediction) and self.still_growing(
-            growth
-        )
-
     def likely_fits_beside(self, batch: Batch, share: int) -> bool:
         """Whether ``batch`` most likely fits ``share`` bytes of side room (the median cost,
         once the model is warm): a held batch that does not is stalled and stopped."""
         if self.costs.observed < self.config.warmup_batches:
             return False
         typical = self.costs.predict(*self.sizes(batch), typical=True)
-        return typical is not None and max(typical, batch.known_cost) <= share
+        return typical is not None and typical <= share  # the known cost is checked first
 
     def crowded(self, predicted_total: int) -> bool:
         """Runaways together past the target: only one of them may go on."""

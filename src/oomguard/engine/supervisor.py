@@ -363,9 +363,9 @@ class Supervisor:
         """Run to the end; returns the summary (also written to summary.json)."""
         try:
             self.setup()
+            self.dispatch()
             while not self.finished():
-                self.dispatch()
-                self.wait_and_handle()
+                self.wait_and_handle()  # it ends with a dispatch
         except KeyboardInterrupt:
             self.interrupted = True
             raise
@@ -538,7 +538,7 @@ class Supervisor:
         if len(runaways) > 1 and self.admission.crowded(self.predicted_total()):
             self.one_runaway_at_a_time(runaways)
         if runaways:
-            self.dispatch_beside(1)
+            self.dispatch_beside(len(runaways))
             return
         if self.set_aside or any(w.side_share for w in self.workers.values()):
             self.release_holds()
@@ -569,8 +569,9 @@ class Supervisor:
             self.held = None
             self.send_batch(worker, batch, prediction)
 
-    def runaways(self) -> list[WorkerHandle]:
-        """Busy workers whose batch grew well past its prediction and is growing still."""
+    def runaways(self) -> list[tuple[WorkerHandle, int]]:
+        """Busy workers whose batch grew well past its prediction and is growing still, with
+        the memory each holds now."""
         found = []
         for handle in self.workers.values():
             if handle.state != "busy" or handle.side_share:
@@ -583,16 +584,16 @@ class Supervisor:
                 continue
             growth = self.monitor.recent_growth(handle.slot, handle.pid) if self.monitor else None
             if self.admission.still_growing(growth):
-                found.append(handle)
+                found.append((handle, now))
         return found
 
-    def one_runaway_at_a_time(self, runaways: list[WorkerHandle]) -> None:
-        """Two runaways growing together into the high-water mark would each die short of
-        the whole budget, and neither death would prove anything: the one holding most goes
+    def one_runaway_at_a_time(self, runaways: list[tuple[WorkerHandle, int]]) -> None:
+        """Two runaways growing together past the target would each die short of the whole
+        budget, and neither death would prove anything: the one holding most goes
         on, the others are stopped and run again, uncounted, when it is over (each knowing
         what it reached)."""
-        keep = max(runaways, key=lambda handle: handle.group.usage())
-        for handle in runaways:
+        keep, _ = max(runaways, key=lambda runaway: runaway[1])
+        for handle, _ in runaways:
             if handle is not keep and handle.kill_reason is None:
                 handle.kill_reason = "preempted"
                 handle.proc.kill()
@@ -1159,38 +1160,32 @@ class Supervisor:
             self.counters.bystanders += 1
             self.requeue_unreported(handle, batch, status, evidence)
             return
+        blamed, innocent = self.blame(handle, batch)
+        if innocent is not None:
+            self.apply(retry_uncounted(innocent), status, evidence)
+        if blamed is not None:
+            self.apply(
+                after_failure(blamed, status, died_alone=died_alone, policy=self.policy),
+                status,
+                evidence,
+            )
+
+    def blame(self, handle: WorkerHandle, batch: Batch) -> tuple[Batch | None, Batch | None]:
+        """A dead worker's batch as (the part to blame, the innocent rest), unreported items
+        only (what was reported is settled). A batched function's whole batch is to blame; a
+        per-item one's running item, named by the shared slot, or, when every item had
+        finished (the death came while reporting), the unreported rest with its history."""
         if self.config.batched:
-            self.apply(
-                after_failure(batch, status, died_alone=died_alone, policy=self.policy),
-                status,
-                evidence,
-            )
-            return
-        unreported = [i for i in batch.items if i.index not in handle.reported]
+            return batch, None
         if handle.items_over():
-            # every item had finished (the death came while reporting): no single item to
-            # blame, so the unreported rest counts as a failed batch and climbs the ladder
-            if unreported:
-                rest_batch = batch.only(
-                    unreported, memory_deaths=batch.memory_deaths, alone=batch.alone
-                )
-                self.apply(
-                    after_failure(rest_batch, status, died_alone=died_alone, policy=self.policy),
-                    status,
-                    evidence,
-                )
-            return
-        # the shared slot names the running item; the others were not to blame
-        pinned, rest = pin_item(batch, handle.reported, handle.running_item())
-        if rest:
-            self.apply(retry_uncounted(batch.only(rest)), status, evidence)
-        if pinned is not None:
-            single = single_item_batch(batch, pinned)
-            self.apply(
-                after_failure(single, status, died_alone=died_alone, policy=self.policy),
-                status,
-                evidence,
-            )
+            unreported = [i for i in batch.items if i.index not in handle.reported]
+            if not unreported:
+                return None, None
+            history = {"memory_deaths": batch.memory_deaths, "alone": batch.alone}
+            return batch.only(unreported, **history), None
+        pinned, others = pin_item(batch, handle.reported, handle.running_item())
+        blamed = single_item_batch(batch, pinned) if pinned is not None else None
+        return blamed, batch.only(others) if others else None
 
     def requeue_unreported(
         self, handle: WorkerHandle, batch: Batch, status: Status, evidence: dict[str, Any]
@@ -1219,30 +1214,21 @@ class Supervisor:
         handle.item_failures = []
 
     def requeue_preempted(self, handle: WorkerHandle, batch: Batch, peak: int | None) -> None:
-        """A held batch stopped at its ceiling goes back to the queue uncounted; what stalled
-        (the running item of a per-item batch, else the batch) is known to need more than
-        the side room, so it waits for the runaway to end."""
+        """A stopped batch (a held one stalled at its ceiling, or the smaller of two runaways)
+        goes back to the queue uncounted; the part to blame is known to need more than it
+        reached, so it waits for the runaway to end."""
         self.settle_reported_failures(handle, batch)
         if handle.side_share:
             self.admission.side_wasted += time.monotonic() - handle.started_at
         # more than the room it stalled in (strictly: the same room would stall it again)
         needed = max(batch.known_cost, handle.side_share + 1, (peak or 0) - handle.usage_at_start)
-        remaining = [i for i in batch.items if i.index not in handle.reported]
-        if not remaining:
-            return
         evidence = {"worker_pid": handle.pid, "side_share_mb": mib(handle.side_share)}
-        if self.config.batched or handle.items_over():
-            retry = batch if len(remaining) == len(batch.items) else batch.only(remaining)
-            retry.known_cost = needed
-            self.apply(retry_uncounted(retry), Status.PREEMPTED, evidence)
-            return
-        pinned, rest = pin_item(batch, handle.reported, handle.running_item())
-        if rest:
-            self.apply(retry_uncounted(batch.only(rest)), Status.PREEMPTED, evidence)
-        if pinned is not None:
-            single = single_item_batch(batch, pinned)
-            single.known_cost = max(single.known_cost, needed)
-            self.apply(retry_uncounted(single), Status.PREEMPTED, evidence)
+        blamed, innocent = self.blame(handle, batch)
+        if innocent is not None:
+            self.apply(retry_uncounted(innocent), Status.PREEMPTED, evidence)
+        if blamed is not None:
+            blamed.known_cost = max(blamed.known_cost, needed)
+            self.apply(retry_uncounted(blamed), Status.PREEMPTED, evidence)
 
     def apply(self, decision: Decision, status: Status, evidence: dict[str, Any]) -> None:
         for batch in reversed(decision.retry):
