@@ -28,7 +28,10 @@ grow until the kernel kills it. While one runs no batch is admitted the usual wa
 runaway may need all the room, and a batch started beside it would make its death prove
 nothing. Two runaways that together pass the target would each die short of the whole
 budget: the one holding most goes on; the others are stopped and run again, uncounted,
-after it.
+after it, one at a time (each is admitted at what it reached, so two would fit side by
+side and grow into each other before either looked like a runaway again). The supervisor
+reads the job's usage fresh each time it looks, and looks every 50 ms once it holds a
+quarter of the budget: a process fills memory at about 1 GiB/s.
 
 The side lane (opt-in, ``side_lane``): the cores a runaway leaves idle get batches *held*
 at a ceiling, whose processes the kernel stalls (not kills) there (v1: the limit with the

@@ -40,6 +40,7 @@ class Batch:
     error_retries: int = 0
     alone: bool = False  # must run with every other worker idle
     known_cost: int = 0  # bytes it is known to need: its peak when it was last OOM-killed
+    suspect: bool = False  # stopped as a runaway: never in flight beside another suspect
     parent_id: int | None = None  # the batch it was split from
 
     @functools.cached_property

@@ -80,6 +80,8 @@ from oomguard.sizes import mib
 _END = object()  # the reader's "source exhausted" mark
 SIDE_MINIMUM = 16 * 1024 * 1024  # less side room than this is not worth a held batch
 WATCH_INTERVAL = 0.05  # seconds between looks at the workers' memory while it is busy
+BUSY_SHARE = 0.25  # of the budget: from there, the loop looks every WATCH_INTERVAL
+FASTEST_GROWTH = 2 * 1024**3  # bytes/s: faster than page faults fill memory (about 1 GiB/s)
 _SUCCESS = str(Status.SUCCESS)
 
 
@@ -327,6 +329,8 @@ class Supervisor:
         self.side_lane_unavailable = False  # a hold failed: no side lane for this run
         # known to need more than the side room: they wait for the runaway to end
         self.set_aside: collections.deque[Batch] = collections.deque()
+        # runaways stopped for a bigger one: they run one at a time, after it
+        self.suspects: collections.deque[Batch] = collections.deque()
         self.fork_server: ForkServer | None = None
         self.recycled = 0
         self.trims = 0
@@ -455,6 +459,7 @@ class Supervisor:
             and not self.pending
             and not self.alone
             and not self.set_aside
+            and not self.suspects
             and self.in_flight() == 0
         )
 
@@ -507,20 +512,22 @@ class Supervisor:
         settle = self.limiter.events.settle_timeout()
         if settle is not None:
             timeout = min(timeout, settle)
-        if self.memory_is_busy():
-            timeout = min(timeout, WATCH_INTERVAL)  # runaways are seen by looking often
+        if self.config.admission and (self.admission.paused or self.in_flight() > 0):
+            timeout = min(timeout, self.watch_timeout())
         return timeout
 
-    def memory_is_busy(self) -> bool:
-        """Batches in flight while the job holds half its budget or more (the monitor's last
-        sample): then a runaway can reach the cap within a second, so the loop looks often."""
-        monitor = self.monitor
-        return (
-            self.config.admission
-            and monitor is not None
-            and monitor.last_cgroup >= 0.5 * self.memory
-            and self.in_flight() > 0
-        )
+    def watch_timeout(self) -> float:
+        """How long the loop may sleep with batches in flight: until they could have grown
+        to a quarter of the budget at the fastest a process fills memory, and from there (or
+        while intake is paused) ``WATCH_INTERVAL``: runaways are caught, and paused intake
+        resumed, by looking often. Read fresh: the monitor's last sample may be old."""
+        if self.admission.paused:
+            return WATCH_INTERVAL
+        try:
+            usage = self.job.usage() if self.job is not None else 0
+        except OSError:
+            return WATCH_INTERVAL
+        return max(WATCH_INTERVAL, (BUSY_SHARE * self.memory - usage) / FASTEST_GROWTH)
 
     # ---------------------------------------------------------------- dispatch
 
@@ -693,6 +700,11 @@ class Supervisor:
     def next_batch(self) -> Batch | None:
         if self.held is not None:
             return self.held
+        if self.suspects and not any(
+            w.state == "busy" and w.batch is not None and w.batch.suspect
+            for w in self.workers.values()
+        ):
+            return self.suspects.popleft()
         if self.pending:
             return self.pending.popleft()
         return self.take_new_batch()
@@ -717,13 +729,19 @@ class Supervisor:
         monitor = self.monitor
         if monitor is None or not self.config.admission:
             return
-        change = self.admission.update_pressure(monitor.last_cgroup, monitor.last_psi)
+        # a fresh reading, not the monitor's last sample: a killed worker's memory goes
+        # within milliseconds, and a runaway's comes as fast
+        try:
+            usage = self.job.usage() if self.job is not None else monitor.last_cgroup
+        except OSError:
+            usage = monitor.last_cgroup
+        change = self.admission.update_pressure(usage, monitor.last_psi)
         if change is not None:
             self.add_event(
                 {
                     "time": time.time(),
                     "event": change,
-                    "usage_mb": mib(monitor.last_cgroup),
+                    "usage_mb": mib(usage),
                     "psi_some_avg10": monitor.last_psi,
                 }
             )
@@ -1226,9 +1244,16 @@ class Supervisor:
         blamed, innocent = self.blame(handle, batch)
         if innocent is not None:
             self.apply(retry_uncounted(innocent), Status.PREEMPTED, evidence)
-        if blamed is not None:
-            blamed.known_cost = max(blamed.known_cost, needed)
+        if blamed is None:
+            return
+        blamed.known_cost = max(blamed.known_cost, needed)
+        if handle.side_share:
             self.apply(retry_uncounted(blamed), Status.PREEMPTED, evidence)
+        else:
+            # a runaway stopped for a bigger one: beside another such, it would grow into
+            # it before either looked like a runaway (each is admitted at what it reached)
+            blamed.suspect = True
+            self.suspects.append(blamed)
 
     def apply(self, decision: Decision, status: Status, evidence: dict[str, Any]) -> None:
         for batch in reversed(decision.retry):
