@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 
 import pytest
@@ -334,7 +335,7 @@ def test_runaways_stopped_for_another_run_one_at_a_time_after_it(
         for a in attempts
         if a["input_indices"][0] in stopped and a["status"] != "preempted"
     )
-    assert all(end <= next_start for (_, end), (next_start, _) in zip(again, again[1:]))
+    assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(again))
 
 
 def test_runaway_side_room_and_the_side_lanes_ledger() -> None:

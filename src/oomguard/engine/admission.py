@@ -167,16 +167,20 @@ class Admission:
             return max(learned, conservative)
         return learned
 
+    @property
+    def slack(self) -> int:
+        """Bytes past its prediction that make a batch a runaway (if still growing)."""
+        return int(self.config.runaway_slack * self.budget)
+
     def over_prediction(self, usage_now: int, usage_at_start: int, prediction: int) -> bool:
         """Grown past its prediction by the runaway slack (the first half of a runaway)."""
-        slack = self.config.runaway_slack * self.budget
-        return self.config.enabled and usage_now > usage_at_start + prediction + slack
+        return self.config.enabled and usage_now > usage_at_start + prediction + self.slack
 
     def still_growing(self, growth: int | None) -> bool:
         """``growth``: bytes grown over the last second (None: too young to say, so it
         counts as growing). One that has levelled off is only a big batch, counted at what
         it holds."""
-        return growth is None or growth >= self.config.runaway_slack * self.budget / 4
+        return growth is None or growth >= self.slack / 4
 
     def likely_fits_beside(self, batch: Batch, share: int) -> bool:
         """Whether ``batch`` most likely fits ``share`` bytes of side room (the median cost,

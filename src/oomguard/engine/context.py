@@ -13,21 +13,20 @@ The supervisor sends the pressure with every batch: ``normal``, ``elevated`` or
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 Level = Literal["normal", "elevated", "critical"]
 
 
-@dataclass(frozen=True)
-class Pressure:
+# named tuples, not dataclasses: this module is imported by every worker's fork server,
+# and the dataclasses module alone costs milliseconds of each run's start
+class Pressure(NamedTuple):
     level: Level = "normal"
     reason: str = ""
 
 
-@dataclass
-class WorkerContext:
-    pressure: Pressure = field(default_factory=Pressure)
+class WorkerContext(NamedTuple):
+    pressure: Pressure = Pressure()
     batch_id: int | None = None
     attempt: int = 0
 

@@ -33,7 +33,6 @@ import selectors
 import signal
 import socket
 import sys
-import traceback
 
 
 def send(sock: socket.socket, message: dict[str, int]) -> None:
@@ -75,6 +74,8 @@ def run_child(
 
         code = worker.main([str(fds[0]), str(fds[1])])
     except BaseException:
+        import traceback
+
         traceback.print_exc()
     finally:
         os._exit(code)
@@ -95,6 +96,7 @@ def serve(sock: socket.socket) -> None:
     import ctypes  # noqa: F401  (preloaded: every child has these imported)
 
     from oomguard.engine import worker  # noqa: F401
+    from oomguard.memory import allocator  # noqa: F401  (the worker's malloc_trim lookup)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the supervisor
     wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)

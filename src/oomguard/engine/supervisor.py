@@ -579,7 +579,12 @@ class Supervisor:
     def runaways(self) -> list[tuple[WorkerHandle, int]]:
         """Busy workers whose batch grew well past its prediction and is growing still, with
         the memory each holds now."""
-        found = []
+        found: list[tuple[WorkerHandle, int]] = []
+        try:
+            if self.job is not None and self.job.usage() <= self.admission.slack:
+                return found  # none can have grown past its prediction by the slack
+        except OSError:
+            pass
         for handle in self.workers.values():
             if handle.state != "busy" or handle.side_share:
                 continue

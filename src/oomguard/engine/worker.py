@@ -14,7 +14,7 @@ Protocol (pickled tuples over a multiprocessing Connection):
                            ("batch_error", batch_id, status, error)
                            ("done", batch_id, [(index, status, value, line, error), ...], stats)
 
-Results travel in groups: whatever finished in the last ``report_interval`` seconds, and
+Results travel in groups: whatever finished in the last ``REPORT_INTERVAL`` (0.5) seconds, and
 the rest with ``done``, so a batch of fast items costs the supervisor one or two messages,
 not one per item. Which item is running is not a message at all: before each item the
 worker writes ``(batch_id, index)`` into the shared slot (``(batch_id, -1)`` once the
@@ -36,7 +36,6 @@ import signal
 import struct
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -88,6 +87,8 @@ def malloc_trimmer() -> Callable[[int], int] | None:
 
 
 def error_payload(exc: BaseException) -> dict[str, str]:
+    import traceback  # only when an item fails: not a cost of every worker's start
+
     return {
         "type": type(exc).__name__,
         "message": str(exc)[:2000],
@@ -101,7 +102,9 @@ AFTER_ITEMS = -1
 _encode = json.JSONEncoder(ensure_ascii=False).encode  # one encoder, not one per item
 _SUCCESS = str(Status.SUCCESS)
 _ERROR = str(Status.ERROR)
-REPORT_INTERVAL = 0.1  # seconds between result groups within a batch
+# seconds between result groups within a batch: each group wakes the supervisor, which
+# competes with the workers for the cores; a worker's death loses at most this much work
+REPORT_INTERVAL = 0.5
 REPORT_MAX_ITEMS = 1000  # and at most this many results held back
 
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class AllocatorInfo:
+class AllocatorInfo(NamedTuple):  # not a dataclass: workers import this module at start
     glibc: bool  # malloc_trim is available
     jemalloc: bool  # jemalloc is loaded (LD_PRELOAD or linked): trim is pointless there
     malloc_arena_max: str | None
@@ -25,6 +22,8 @@ def jemalloc_loaded(maps_path: Path = Path("/proc/self/maps")) -> bool:
 
 
 def glibc_malloc_trim_available() -> bool:
+    import ctypes.util  # runs ldconfig: for doctor, never on a worker's path
+
     name = ctypes.util.find_library("c")
     if not name:
         return False
