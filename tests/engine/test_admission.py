@@ -11,6 +11,7 @@ import pytest
 from oomguard.engine.admission import Admission, AdmissionConfig, CostModel
 from oomguard.engine.aimd import Aimd
 from oomguard.limits import CgroupLimiter
+from oomguard.memory.kernel_log import read_kernel_log
 from tests.engine.conftest import manifest
 
 MiB = 1024**2
@@ -328,6 +329,9 @@ def test_runaways_stopped_for_another_run_one_at_a_time_after_it(
     attempts = manifest(result.run_dir)
     killed = sorted(a["input_indices"][0] for a in attempts if a["status"] == "oom_killed")
     assert killed == [0, 1, 2]  # one kernel kill each
+    if read_kernel_log() is not None:  # the kernel's own words on each kill, where readable
+        for entry in result.quarantined:
+            assert any("Killed process" in line for line in entry["evidence"]["kernel_log"])
     stopped = {a["input_indices"][0] for a in attempts if a["status"] == "preempted"}
     assert len(stopped) >= 2
     again = sorted(

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import IO, Any
 
-from oomguard.memory.kernel_log import lines_between, read_kernel_log
+from oomguard.memory.kernel_log import KernelLogTail, lines_between, read_kernel_log
 
 
 def make_run_dir(path: Path) -> Path:
@@ -76,12 +76,19 @@ class MemoryLog:
         self._file.close()
 
 
-def write_dmesg_excerpt(path: Path, start: float, end: float) -> bool:
-    """The kernel log lines of the window [start, end] (wall clock); False if unreadable."""
-    lines = read_kernel_log()
-    if lines is None:
-        return False
-    window = lines_between(lines, start, end)
+def write_dmesg_excerpt(
+    path: Path, start: float, end: float, tail: KernelLogTail | None = None
+) -> bool:
+    """The kernel log lines of the window [start, end] (wall clock): what ``tail`` (opened
+    at the start) read, else the window of the whole log; False if unreadable."""
+    lines = tail.read() if tail is not None else None
+    if lines is not None:
+        window = lines
+    else:
+        whole = read_kernel_log()
+        if whole is None:
+            return False
+        window = lines_between(whole, start, end)
     with open_private(path) as handle:
         for line in window:
             handle.write(f"[{line.uptime:12.6f}] {line.text}\n")

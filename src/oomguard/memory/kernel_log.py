@@ -6,6 +6,7 @@ still knows of kills from cgroup counters, it only lacks the kernel's own words.
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 import shutil
@@ -39,43 +40,87 @@ class KernelOomKill:
     lines: tuple[str, ...]
 
 
-def read_kmsg(path: str = "/dev/kmsg") -> list[KernelLine] | None:
-    """The ring buffer through /dev/kmsg: one record per read(), no process to start.
+def _read_records(fd: int) -> list[KernelLine] | None:
+    """Records from an open /dev/kmsg up to the end of the buffer (None: a read failed).
 
     Records are ``PRIO,SEQ,USEC,FLAGS;TEXT`` (Documentation/ABI/testing/dev-kmsg);
     USEC is the same clock as dmesg's stamps. Continuation lines (``KEY=VALUE`` after a
     newline) are dropped, as dmesg does by default.
     """
+    lines = []
+    while True:
+        try:
+            record = os.read(fd, 8192)
+        except BlockingIOError:
+            break  # the end of the buffer
+        except BrokenPipeError:
+            continue  # this record was overwritten while we read: the next one
+        except OSError:
+            return None
+        if not record:
+            break
+        header, _, rest = record.partition(b";")
+        fields = header.split(b",")
+        if len(fields) < 3:
+            continue
+        try:
+            stamp = int(fields[2]) / 1_000_000
+        except ValueError:
+            continue
+        text = rest.split(b"\n", 1)[0].decode("utf-8", errors="replace")
+        lines.append(KernelLine(stamp, text))
+    return lines
+
+
+def read_kmsg(path: str = "/dev/kmsg") -> list[KernelLine] | None:
+    """The whole ring buffer through /dev/kmsg: one record per read(), no process to start."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
-    lines = []
     try:
-        while True:
-            try:
-                record = os.read(fd, 8192)
-            except BlockingIOError:
-                break  # the end of the buffer
-            except BrokenPipeError:
-                continue  # this record was overwritten while we read: the next one
-            except OSError:
-                return None
-            if not record:
-                break
-            header, _, rest = record.partition(b";")
-            fields = header.split(b",")
-            if len(fields) < 3:
-                continue
-            try:
-                stamp = int(fields[2]) / 1_000_000
-            except ValueError:
-                continue
-            text = rest.split(b"\n", 1)[0].decode("utf-8", errors="replace")
-            lines.append(KernelLine(stamp, text))
+        return _read_records(fd)
     finally:
         os.close(fd)
-    return lines
+
+
+class KernelLogTail:
+    """What the kernel logs from now on: /dev/kmsg opened at its end and read as it grows.
+
+    A run reads only its own lines (a whole ring buffer is thousands of records, read one
+    per system call) each time a worker dies, and again for its excerpt at the end. Where
+    /dev/kmsg cannot be read, ``read`` returns None and callers read the whole log
+    (``read_kernel_log``) instead. At most ``keep`` lines are kept, the latest.
+    """
+
+    def __init__(self, path: str = "/dev/kmsg", keep: int = 20_000) -> None:
+        self.lines: collections.deque[KernelLine] = collections.deque(maxlen=keep)
+        self._fd: int | None = None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            os.lseek(fd, 0, os.SEEK_END)
+        except OSError:
+            os.close(fd)
+            return
+        self._fd = fd
+
+    def read(self) -> list[KernelLine] | None:
+        """Every line logged since this tail was opened (the latest ``keep``), or None."""
+        if self._fd is None:
+            return None
+        new = _read_records(self._fd)
+        if new is None:
+            return None
+        self.lines.extend(new)
+        return list(self.lines)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def read_kernel_log(timeout: float = 5.0) -> list[KernelLine] | None:
