@@ -12,7 +12,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from oomguard.engine.items import Item
-from oomguard.engine.supervisor import _END, SourceReader
+from oomguard.engine.reader import END, SourceReader
 from oomguard.engine.worker import AFTER_ITEMS, SLOT, SLOT_SIZE, WorkerLoop
 
 SPEC = {"function": "tests.engine.workloads:work", "batched": False, "encode_json": True}
@@ -105,7 +105,7 @@ def test_the_reader_never_holds_an_item_back_to_fill_a_chunk() -> None:
         assert next_item(reader).index == 0
         source.release.set()
         assert next_item(reader).index == 1
-        assert next_item(reader) is _END
+        assert next_item(reader) is END
     finally:
         source.release.set()
         reader.close()
@@ -117,7 +117,7 @@ def test_the_reader_moves_items_in_chunks_in_order() -> None:
     reader.start()
     try:
         got = []
-        while (item := next_item(reader)) is not _END:
+        while (item := next_item(reader)) is not END:
             got.append(item.index)
     finally:
         reader.close()

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from oomguard.errors import ConfigError, OomguardError
+from oomguard.journal.ranges import RangeSet
 
 
 @dataclass(slots=True)  # one per result: not frozen, whose __init__ costs three times as much
@@ -347,3 +348,43 @@ def open_sink(spec: Any, parquet_buffer_bytes: int = 8 * 1024 * 1024) -> Sink:
     raise ConfigError(
         f"invalid sink {spec!r}: expected a .jsonl or .parquet path, a two-phase sink or a callable"
     )
+
+
+class OrderedWriter:
+    """Holds results until every earlier input index is done (``ordered=True``)."""
+
+    def __init__(self, sink: Sink, done: RangeSet) -> None:
+        self.sink = sink
+        self.next_index = 0
+        self._held: dict[int, Record | None] = {}
+        self._done = done.ranges()  # indices done in earlier sessions never come again
+        self._skip_done()
+
+    def _skip_done(self) -> None:
+        while self._done and self._done[0][0] <= self.next_index:
+            _, stop = self._done.pop(0)
+            self.next_index = max(self.next_index, stop)
+
+    def write(self, records: list[Record]) -> None:
+        for record in records:
+            self._held[record.index] = record
+        self._release()
+
+    def skip(self, index: int) -> None:
+        self._held[index] = None
+        self._release()
+
+    def _release(self) -> None:
+        ready: list[Record] = []
+        while self.next_index in self._held:
+            record = self._held.pop(self.next_index)
+            if record is not None:
+                ready.append(record)
+            self.next_index += 1
+            self._skip_done()
+        if ready:
+            self.sink.write(ready)
+
+    @property
+    def held(self) -> int:
+        return len(self._held)

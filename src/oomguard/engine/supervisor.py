@@ -34,7 +34,6 @@ import selectors
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -54,6 +53,7 @@ from oomguard.engine.monitor import Monitor, WorkerView
 from oomguard.engine.pool import WorkerHandle, close_worker, start_worker
 from oomguard.engine.pressure import assess
 from oomguard.engine.progress import Progress, Snapshot
+from oomguard.engine.reader import END, SourceReader
 from oomguard.engine.recovery import (
     Decision,
     Policy,
@@ -62,7 +62,7 @@ from oomguard.engine.recovery import (
     retry_uncounted,
     single_item_batch,
 )
-from oomguard.engine.sinks import Record, Sink, SinkError
+from oomguard.engine.sinks import OrderedWriter, Record, Sink, SinkError
 from oomguard.engine.sources import Source
 from oomguard.errors import CgroupError, ConfigError, OomguardError
 from oomguard.journal.ranges import RangeSet
@@ -77,119 +77,11 @@ from oomguard.metrics.exporter import BATCH_SECONDS, Exporter, RunNumbers
 from oomguard.metrics.registry import Registry
 from oomguard.sizes import mib
 
-_END = object()  # the reader's "source exhausted" mark
 SIDE_MINIMUM = 16 * 1024 * 1024  # less side room than this is not worth a held batch
 WATCH_INTERVAL = 0.05  # seconds between looks at the workers' memory while it is busy
 BUSY_SHARE = 0.25  # of the budget: from there, the loop looks every WATCH_INTERVAL
 FASTEST_GROWTH = 2 * 1024**3  # bytes/s: faster than page faults fill memory (about 1 GiB/s)
 _SUCCESS = str(Status.SUCCESS)
-
-
-class SourceReader:
-    """Pulls items from the source in a thread into a bounded queue (the only buffer).
-
-    Items travel in chunks of ``CHUNK`` (one queue round trip per chunk, not per item).
-    The chunk being filled is shared under a plain lock: when the queue is empty the
-    supervisor takes it as it is, so a slow source never holds an item back.
-    """
-
-    CHUNK = 256
-
-    def __init__(self, source: Source, capacity: int, wanted: Callable[[int], bool]) -> None:
-        self.queue: queue.Queue[list[Any]] = queue.Queue(maxsize=max(2, capacity // self.CHUNK))
-        self._source = source
-        self._wanted = wanted
-        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.waiting = threading.Event()  # the supervisor wants to hear of the next item
-        self.error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="oomguard-reader", daemon=True)
-        self._lock = threading.Lock()
-        self._filling: list[Any] = []  # the chunk being filled (under _lock)
-        self._taken: list[Any] = []  # the supervisor's side: the chunk being taken from
-
-    def fileno(self) -> int:
-        return self._wake_read
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _wake(self) -> None:
-        if self.waiting.is_set():
-            self.waiting.clear()
-            try:
-                os.write(self._wake_write, b"!")
-            except BlockingIOError:
-                pass
-
-    def _put(self, chunk: list[Any]) -> bool:
-        while not self._stop.is_set():
-            try:
-                self.queue.put(chunk, timeout=0.2)
-            except queue.Full:
-                continue
-            self._wake()
-            return True
-        return False
-
-    def _add(self, item: Any) -> bool:
-        with self._lock:
-            self._filling.append(item)
-            full = len(self._filling) >= self.CHUNK
-            if full:
-                chunk, self._filling = self._filling, []
-        if full:
-            return self._put(chunk)
-        self._wake()
-        return True
-
-    def _run(self) -> None:
-        try:
-            for item in self._source:
-                if not self._wanted(item.index):
-                    continue  # done in an earlier session (resume), or not asked for
-                if not self._add(item):
-                    return
-        except BaseException as err:  # reported to the supervisor, which stops the run
-            self.error = err
-        self._add(_END)
-
-    def take(self, count: int) -> list[Any]:
-        """Up to ``count`` next items (``_END`` last, at the end), or raises queue.Empty.
-
-        Supervisor side. Items come a chunk at a time: a list slice, not a call per item."""
-        if not self._taken:
-            try:
-                self._taken = self.queue.get_nowait()
-            except queue.Empty:
-                with self._lock:
-                    chunk, self._filling = self._filling, []
-                if not chunk:
-                    raise
-                self._taken = chunk
-        taken = self._taken[:count]
-        self._taken = self._taken[count:]
-        return taken
-
-    def give_back(self, items: list[Any]) -> None:
-        """Items taken but not used: they come first at the next take."""
-        self._taken = items + self._taken
-
-    def empty(self) -> bool:
-        return not self._taken and self.queue.empty() and not self._filling
-
-    def drain_wakeups(self) -> None:
-        try:
-            while os.read(self._wake_read, 4096):
-                pass
-        except BlockingIOError:
-            pass
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        os.close(self._wake_read)
-        os.close(self._wake_write)
 
 
 @dataclass
@@ -210,46 +102,6 @@ class Counters:
     @property
     def quarantined_total(self) -> int:
         return sum(self.quarantined.values())
-
-
-class OrderedWriter:
-    """Holds results until every earlier input index is done (``ordered=True``)."""
-
-    def __init__(self, sink: Sink, done: RangeSet) -> None:
-        self.sink = sink
-        self.next_index = 0
-        self._held: dict[int, Record | None] = {}
-        self._done = done.ranges()  # indices done in earlier sessions never come again
-        self._skip_done()
-
-    def _skip_done(self) -> None:
-        while self._done and self._done[0][0] <= self.next_index:
-            _, stop = self._done.pop(0)
-            self.next_index = max(self.next_index, stop)
-
-    def write(self, records: list[Record]) -> None:
-        for record in records:
-            self._held[record.index] = record
-        self._release()
-
-    def skip(self, index: int) -> None:
-        self._held[index] = None
-        self._release()
-
-    def _release(self) -> None:
-        ready: list[Record] = []
-        while self.next_index in self._held:
-            record = self._held.pop(self.next_index)
-            if record is not None:
-                ready.append(record)
-            self.next_index += 1
-            self._skip_done()
-        if ready:
-            self.sink.write(ready)
-
-    @property
-    def held(self) -> int:
-        return len(self._held)
 
 
 class Supervisor:
@@ -768,7 +620,7 @@ class Supervisor:
                     continue
                 break
             for position, item in enumerate(taken):
-                if item is _END:
+                if item is END:
                     self.source_done = True
                     if self.reader.error is not None:
                         raise OomguardError(

@@ -1,0 +1,120 @@
+"""The reader thread: items from the source into a bounded queue, the run's only buffer."""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from oomguard.engine.sources import Source
+
+END = object()  # the "source exhausted" mark, after the last item
+
+
+class SourceReader:
+    """Pulls items from the source in a thread into a bounded queue (the only buffer).
+
+    Items travel in chunks of ``CHUNK`` (one queue round trip per chunk, not per item).
+    The chunk being filled is shared under a plain lock: when the queue is empty the
+    supervisor takes it as it is, so a slow source never holds an item back.
+    """
+
+    CHUNK = 256
+
+    def __init__(self, source: Source, capacity: int, wanted: Callable[[int], bool]) -> None:
+        self.queue: queue.Queue[list[Any]] = queue.Queue(maxsize=max(2, capacity // self.CHUNK))
+        self._source = source
+        self._wanted = wanted
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.waiting = threading.Event()  # the supervisor wants to hear of the next item
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="oomguard-reader", daemon=True)
+        self._lock = threading.Lock()
+        self._filling: list[Any] = []  # the chunk being filled (under _lock)
+        self._taken: list[Any] = []  # the supervisor's side: the chunk being taken from
+
+    def fileno(self) -> int:
+        return self._wake_read
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _wake(self) -> None:
+        if self.waiting.is_set():
+            self.waiting.clear()
+            try:
+                os.write(self._wake_write, b"!")
+            except BlockingIOError:
+                pass
+
+    def _put(self, chunk: list[Any]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self.queue.put(chunk, timeout=0.2)
+            except queue.Full:
+                continue
+            self._wake()
+            return True
+        return False
+
+    def _add(self, item: Any) -> bool:
+        with self._lock:
+            self._filling.append(item)
+            full = len(self._filling) >= self.CHUNK
+            if full:
+                chunk, self._filling = self._filling, []
+        if full:
+            return self._put(chunk)
+        self._wake()
+        return True
+
+    def _run(self) -> None:
+        try:
+            for item in self._source:
+                if not self._wanted(item.index):
+                    continue  # done in an earlier session (resume), or not asked for
+                if not self._add(item):
+                    return
+        except BaseException as err:  # reported to the supervisor, which stops the run
+            self.error = err
+        self._add(END)
+
+    def take(self, count: int) -> list[Any]:
+        """Up to ``count`` next items (``END`` last, at the end), or raises queue.Empty.
+
+        Supervisor side. Items come a chunk at a time: a list slice, not a call per item."""
+        if not self._taken:
+            try:
+                self._taken = self.queue.get_nowait()
+            except queue.Empty:
+                with self._lock:
+                    chunk, self._filling = self._filling, []
+                if not chunk:
+                    raise
+                self._taken = chunk
+        taken = self._taken[:count]
+        self._taken = self._taken[count:]
+        return taken
+
+    def give_back(self, items: list[Any]) -> None:
+        """Items taken but not used: they come first at the next take."""
+        self._taken = items + self._taken
+
+    def empty(self) -> bool:
+        return not self._taken and self.queue.empty() and not self._filling
+
+    def drain_wakeups(self) -> None:
+        try:
+            while os.read(self._wake_read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        os.close(self._wake_read)
+        os.close(self._wake_write)
