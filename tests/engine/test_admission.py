@@ -334,6 +334,10 @@ def test_runaways_stopped_for_another_run_one_at_a_time_after_it(
             assert any("Killed process" in line for line in entry["evidence"]["kernel_log"])
     stopped = {a["input_indices"][0] for a in attempts if a["status"] == "preempted"}
     assert len(stopped) >= 2
+    # intake pauses as each one nears the cap and resumes once it is gone: it does not flap
+    # between a fresh reading and a stale one (one pause per runaway, give or take)
+    pauses = [e for e in result.summary["events"] if e["event"] == "pause"]
+    assert len(pauses) <= 2 * len(killed)
     again = sorted(
         (a["start"], a["end"])
         for a in attempts
