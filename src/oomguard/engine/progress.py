@@ -34,6 +34,9 @@ class Snapshot:
 
 
 class Progress(Protocol):
+    def due(self) -> bool:
+        """Whether an update now would show: the supervisor builds a snapshot only then."""
+
     def update(self, snapshot: Snapshot) -> None: ...
 
     def close(self, snapshot: Snapshot, *, finished: bool = True) -> None:
@@ -41,6 +44,9 @@ class Progress(Protocol):
 
 
 class QuietProgress:
+    def due(self) -> bool:
+        return False
+
     def update(self, snapshot: Snapshot) -> None:
         pass
 
@@ -71,6 +77,9 @@ class LineProgress:
             file=sys.stderr,
             flush=True,
         )
+
+    def due(self) -> bool:
+        return time.monotonic() - self._last >= self.every
 
     def update(self, snapshot: Snapshot) -> None:
         now = time.monotonic()
@@ -109,6 +118,9 @@ class RichProgress:
         self._task = self._bar.add_task("run", total=None, rate="0.0", detail="")
         self._bar.start()
         self._last = 0.0
+
+    def due(self) -> bool:
+        return time.monotonic() - self._last >= 0.1
 
     def update(self, snapshot: Snapshot) -> None:
         now = time.monotonic()

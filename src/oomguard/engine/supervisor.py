@@ -16,6 +16,7 @@
 
 While a runaway batch grows (admission.py), new work goes only to a side lane of workers
 held at a small ceiling; what needs more waits in ``set_aside`` until the runaway ends.
+Runaways stopped for a bigger one wait in ``suspects`` and run one at a time after it.
 
 Workers never decide policy; they run batches and report. The supervisor never holds the
 input: the reader thread feeds a bounded queue, and results go to the sink as each batch
@@ -549,7 +550,8 @@ class Supervisor:
             handle.side_share = 0
         self.counters.side_stalls += stalled
         while self.set_aside:
-            self.pending.appendleft(self.set_aside.pop())
+            batch = self.set_aside.pop()
+            (self.suspects if batch.suspect else self.pending).appendleft(batch)
         if self.side_lane_open:
             self.side_lane_open = False
             self.add_event(
@@ -1349,7 +1351,8 @@ class Supervisor:
         )
 
     def report_progress(self) -> None:
-        self.progress.update(self.snapshot())
+        if self.progress.due():  # a snapshot costs tens of microseconds: only when shown
+            self.progress.update(self.snapshot())
 
     def stop_workers(self) -> None:
         for handle in list(self.workers.values()):
