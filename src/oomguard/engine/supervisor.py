@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import itertools
 import json
 import os
 import queue
@@ -63,6 +62,7 @@ from oomguard.engine.recovery import (
     retry_uncounted,
     single_item_batch,
 )
+from oomguard.engine.run_record import attempt_entry, quantile_dict, write_manifest
 from oomguard.engine.sinks import OrderedWriter, Record, Sink, SinkError
 from oomguard.engine.sources import Source
 from oomguard.errors import CgroupError, ConfigError, OomguardError
@@ -1236,46 +1236,24 @@ class Supervisor:
         bystander: bool = False,
     ) -> None:
         assert handle.batch is not None
-        batch = handle.batch
         end = time.time()
-        start_wall = handle.started_wall
-        detail = error or evidence or {}
-        entry: dict[str, Any] = {
-            "batch_id": batch.batch_id,
-            "parent_id": batch.parent_id,
-            "input_indices": batch.indices,
-            "attempt": batch.attempt,
-            "status": str(status),
-            "start": round(start_wall, 3),
-            "end": round(end, 3),
-            "duration_sec": round(end - start_wall, 3),
-            "peak_mb": mib(peak) if peak is not None else None,
-            "start_mb": mib(handle.usage_at_start),
-            "worker_pid": handle.pid,
-            "alone": handle.attempt_alone,
-            "side": bool(handle.side_share),  # held beside a runaway (the side lane)
-            "items_done": len(handle.records),
-        }
-        if status is not Status.SUCCESS:
-            entry["error_class"] = str(status)
-            entry["error_message"] = (
-                detail.get("message") or detail.get("type") or _death_text(detail)
-            )
-        if handle.item_failures:
-            entry["items_failed"] = [
-                {"input_index": index, "status": failure}
-                for index, failure, _ in handle.item_failures
-            ]
-        if bystander:
-            entry["bystander"] = True
-        if stats:
-            entry["worker_rss_mb"] = mib(stats.get("rss_after", 0))
+        entry = attempt_entry(
+            handle,
+            status,
+            peak,
+            end,
+            error=error,
+            evidence=evidence,
+            stats=stats,
+            bystander=bystander,
+        )
         self.staged_attempts.append(entry)
         self.counters.attempts[str(status)] += 1
-        self.metrics.record(BATCH_SECONDS, end - start_wall)
-        if status is Status.SUCCESS and peak is not None and batch.items:
+        self.metrics.record(BATCH_SECONDS, end - handle.started_wall)
+        items = handle.batch.items
+        if status is Status.SUCCESS and peak is not None and items:
             self.metrics.record(
-                "item_cost_bytes", max(0, peak - handle.usage_at_start) / len(batch.items)
+                "item_cost_bytes", max(0, peak - handle.usage_at_start) / len(items)
             )
 
     def add_event(self, event: dict[str, Any]) -> None:
@@ -1419,7 +1397,7 @@ class Supervisor:
         return summary
 
     def _quantiles(self, label: str, scale: float) -> dict[str, float] | None:
-        return _quantile_dict(self.metrics, label, scale)
+        return quantile_dict(self.metrics, label, scale)
 
     def _stop_fork_server(self) -> None:
         if self.fork_server is not None:
@@ -1506,41 +1484,6 @@ class Supervisor:
             },
             "events": self.events[-200:],
         }
-
-
-def _quantile_dict(registry: Registry, label: str, scale: float) -> dict[str, float] | None:
-    if label not in registry.labels():
-        return None
-    out = {}
-    for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
-        value = registry.quantile(label, q)
-        if value is not None:
-            out[name] = round(value * scale, 4)
-    return out
-
-
-def write_manifest(journal: Journal, path: Path) -> None:
-    """ingest_manifest.json: every attempt of every session, then every change of state
-    (pause, resume, concurrency, recycle, OOM kill, backend restart...) as entries with an
-    ``event`` key instead of a ``batch_id``; streamed from the journal."""
-    tmp = path.with_suffix(".tmp")
-    with open_private(tmp) as out:
-        out.write("[")
-        first = True
-        for entry in itertools.chain(journal.attempts(), journal.events()):
-            out.write("\n  " if first else ",\n  ")
-            out.write(json.dumps(entry, default=str))
-            first = False
-        out.write("\n]\n")
-    os.replace(tmp, path)
-
-
-def _death_text(evidence: dict[str, Any]) -> str:
-    if "signal" in evidence:
-        return f"killed by signal {evidence['signal']}"
-    if evidence.get("returncode") is not None:
-        return f"exited with code {evidence['returncode']}"
-    return ""
 
 
 def _empty_snapshot(memory: int) -> Snapshot:

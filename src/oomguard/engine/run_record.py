@@ -1,0 +1,97 @@
+"""What a run writes down: each attempt's manifest entry, the manifest, quantile summaries."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from oomguard.engine.artifacts import open_private
+from oomguard.engine.classify import Status
+from oomguard.engine.pool import WorkerHandle
+from oomguard.journal.store import Journal
+from oomguard.metrics.registry import Registry
+from oomguard.sizes import mib
+
+
+def attempt_entry(
+    handle: WorkerHandle,
+    status: Status,
+    peak: int | None,
+    end: float,
+    *,
+    error: dict[str, Any] | None = None,
+    evidence: dict[str, Any] | None = None,
+    stats: dict[str, int] | None = None,
+    bystander: bool = False,
+) -> dict[str, Any]:
+    """The manifest's entry for the attempt ``handle`` ran (its batch) that ended at ``end``."""
+    assert handle.batch is not None
+    batch = handle.batch
+    start_wall = handle.started_wall
+    detail = error or evidence or {}
+    entry: dict[str, Any] = {
+        "batch_id": batch.batch_id,
+        "parent_id": batch.parent_id,
+        "input_indices": batch.indices,
+        "attempt": batch.attempt,
+        "status": str(status),
+        "start": round(start_wall, 3),
+        "end": round(end, 3),
+        "duration_sec": round(end - start_wall, 3),
+        "peak_mb": mib(peak) if peak is not None else None,
+        "start_mb": mib(handle.usage_at_start),
+        "worker_pid": handle.pid,
+        "alone": handle.attempt_alone,
+        "side": bool(handle.side_share),  # held beside a runaway (the side lane)
+        "items_done": len(handle.records),
+    }
+    if status is not Status.SUCCESS:
+        entry["error_class"] = str(status)
+        entry["error_message"] = detail.get("message") or detail.get("type") or death_text(detail)
+    if handle.item_failures:
+        entry["items_failed"] = [
+            {"input_index": index, "status": failure} for index, failure, _ in handle.item_failures
+        ]
+    if bystander:
+        entry["bystander"] = True
+    if stats:
+        entry["worker_rss_mb"] = mib(stats.get("rss_after", 0))
+    return entry
+
+
+def quantile_dict(registry: Registry, label: str, scale: float) -> dict[str, float] | None:
+    if label not in registry.labels():
+        return None
+    out = {}
+    for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
+        value = registry.quantile(label, q)
+        if value is not None:
+            out[name] = round(value * scale, 4)
+    return out
+
+
+def write_manifest(journal: Journal, path: Path) -> None:
+    """ingest_manifest.json: every attempt of every session, then every change of state
+    (pause, resume, concurrency, recycle, OOM kill, backend restart...) as entries with an
+    ``event`` key instead of a ``batch_id``; streamed from the journal."""
+    tmp = path.with_suffix(".tmp")
+    with open_private(tmp) as out:
+        out.write("[")
+        first = True
+        for entry in itertools.chain(journal.attempts(), journal.events()):
+            out.write("\n  " if first else ",\n  ")
+            out.write(json.dumps(entry, default=str))
+            first = False
+        out.write("\n]\n")
+    os.replace(tmp, path)
+
+
+def death_text(evidence: dict[str, Any]) -> str:
+    if "signal" in evidence:
+        return f"killed by signal {evidence['signal']}"
+    if evidence.get("returncode") is not None:
+        return f"exited with code {evidence['returncode']}"
+    return ""
