@@ -9,7 +9,8 @@ whole cap) with 4 workers inside its own fresh 2 GiB cgroup on this 2-core machi
 lines). The oracle runs the survivable items only, uncapped, one process per core. Columns:
 outcome (finished / aborted / hung at the timeout), survivable items done (of how many),
 items done twice, kernel OOM kills in the cgroup, peak as % of the cap, wall time as a
-ratio to the oracle's.
+ratio to the oracle's. Before each contender the script touches 3 GiB once and frees it, so
+that none pays alone for memory the machine has not touched in a while (``warm_memory``).
 
 The oracle pays nothing for the poison items; any tool that must see a poison item killed
 with the whole budget to itself before it can say "poison" pays at least the time that
