@@ -82,9 +82,8 @@ class LineProgress:
         return time.monotonic() - self._last >= self.every
 
     def update(self, snapshot: Snapshot) -> None:
-        now = time.monotonic()
-        if now - self._last >= self.every:
-            self._last = now
+        if self.due():
+            self._last = time.monotonic()
             self._emit(snapshot, "progress")
 
     def close(self, snapshot: Snapshot, *, finished: bool = True) -> None:
@@ -123,10 +122,9 @@ class RichProgress:
         return time.monotonic() - self._last >= 0.1
 
     def update(self, snapshot: Snapshot) -> None:
-        now = time.monotonic()
-        if now - self._last < 0.1:
+        if not self.due():
             return
-        self._last = now
+        self._last = time.monotonic()
         detail = (
             f"mem {format_size(snapshot.memory_used)}/{format_size(snapshot.memory_cap)} "
             f"in flight {snapshot.in_flight} OOM {snapshot.oom_kills} "

@@ -376,13 +376,18 @@ class Supervisor:
         to a quarter of the budget at the fastest a process fills memory, and from there (or
         while intake is paused) ``WATCH_INTERVAL``: runaways are caught, and paused intake
         resumed, by looking often. Read fresh: the monitor's last sample may be old."""
-        if self.admission.paused:
-            return WATCH_INTERVAL
-        try:
-            usage = self.job.usage() if self.job is not None else 0
-        except OSError:
+        usage = self.job_usage()
+        if self.admission.paused or usage is None:
             return WATCH_INTERVAL
         return max(WATCH_INTERVAL, (BUSY_SHARE * self.memory - usage) / FASTEST_GROWTH)
+
+    def job_usage(self) -> int | None:
+        """The job's memory now, read fresh (the monitor's last sample may be 0.2 s old);
+        None where it cannot be read."""
+        try:
+            return self.job.usage() if self.job is not None else None
+        except OSError:
+            return None
 
     # ---------------------------------------------------------------- dispatch
 
@@ -395,8 +400,9 @@ class Supervisor:
     def dispatch(self) -> None:
         if self.backend is not None and not self.backend.ready:
             return  # paused: the backend is restarting
-        self.check_pressure()
-        runaways = self.runaways()
+        usage = self.job_usage()  # read once: pressure and runaways judge the same moment
+        self.check_pressure(usage)
+        runaways = self.runaways(usage)
         if len(runaways) > 1 and self.admission.crowded(self.predicted_total()):
             self.one_runaway_at_a_time(runaways)
         if runaways:
@@ -431,15 +437,12 @@ class Supervisor:
             self.held = None
             self.send_batch(worker, batch, prediction)
 
-    def runaways(self) -> list[tuple[WorkerHandle, int]]:
+    def runaways(self, job_usage: int | None) -> list[tuple[WorkerHandle, int]]:
         """Busy workers whose batch grew well past its prediction and is growing still, with
-        the memory each holds now."""
+        the memory each holds now (``job_usage``: the whole job's, read just before)."""
         found: list[tuple[WorkerHandle, int]] = []
-        try:
-            if self.job is not None and self.job.usage() <= self.admission.slack:
-                return found  # none can have grown past its prediction by the slack
-        except OSError:
-            pass
+        if job_usage is not None and job_usage <= self.admission.slack:
+            return found  # none can have grown past its prediction by the slack
         for handle in self.workers.values():
             if handle.state != "busy" or handle.side_share:
                 continue
@@ -586,16 +589,13 @@ class Supervisor:
                 total += now
         return total
 
-    def check_pressure(self) -> None:
+    def check_pressure(self, job_usage: int | None) -> None:
+        """Pause or resume intake on ``job_usage``, read fresh: a killed worker's memory goes
+        within milliseconds, and a runaway's comes as fast."""
         monitor = self.monitor
         if monitor is None or not self.config.admission:
             return
-        # a fresh reading, not the monitor's last sample: a killed worker's memory goes
-        # within milliseconds, and a runaway's comes as fast
-        try:
-            usage = self.job.usage() if self.job is not None else monitor.last_cgroup
-        except OSError:
-            usage = monitor.last_cgroup
+        usage = job_usage if job_usage is not None else monitor.last_cgroup
         change = self.admission.update_pressure(usage, monitor.last_psi)
         if change is not None:
             self.add_event(
