@@ -16,8 +16,23 @@ import pytest
 from oomguard.engine import Job
 from oomguard.engine.sinks import ParquetSink, Record
 from oomguard.engine.sources import open_source
+from oomguard.engine.worker import encode_line
 from oomguard.errors import ConfigError
 from tests.engine.conftest import WORK, manifest, read_output, write_jsonl
+
+
+@pytest.mark.parametrize(
+    "value", [7, -1.5, None, True, 'naïve "quoted"\n', [1, {"a": "é"}], {"k": [None, 2.0]}]
+)
+def test_a_result_line_is_the_json_of_index_and_result(value: object) -> None:
+    line = encode_line(12, value)
+    assert line == json.dumps({"input_index": 12, "result": value}, ensure_ascii=False)
+    assert json.loads(line) == {"input_index": 12, "result": value}
+
+
+def test_a_result_that_is_not_json_is_refused_by_the_line_encoder() -> None:
+    with pytest.raises(TypeError):
+        encode_line(0, object())
 
 
 def test_csv_source(tmp_path: Path) -> None:

@@ -27,6 +27,15 @@ class ForkServerGone(OomguardError):
     """The fork server died or stopped answering; the engine falls back to spawning."""
 
 
+def boot(env: dict[str, str]) -> ForkServer | OSError:
+    """A fork server, started and not waited for; the error when it cannot even start
+    (the engine then spawns fresh interpreters)."""
+    try:
+        return ForkServer(env)
+    except OSError as err:
+        return err
+
+
 class ForkServer:
     """Started by the constructor, which does not wait: the server's interpreter boots while
     the supervisor sets up the rest of the run; :meth:`wait_ready` waits for it."""

@@ -16,9 +16,11 @@ from typing import Any
 
 from oomguard.engine.artifacts import make_run_dir, open_private
 from oomguard.engine.config import DEFAULT_MEMORY_FRACTION, JobConfig, normalise
+from oomguard.engine.forking import ForkServer, boot
+from oomguard.engine.pool import worker_env
 from oomguard.engine.progress import make_progress
 from oomguard.engine.sinks import open_sink
-from oomguard.engine.sources import open_source
+from oomguard.engine.sources import Source, open_source
 from oomguard.engine.supervisor import Supervisor
 from oomguard.errors import ConfigError
 from oomguard.journal.fingerprint import describe_change, fingerprint, path_of
@@ -26,6 +28,7 @@ from oomguard.journal.lock import RunLock
 from oomguard.journal.ranges import RangeSet
 from oomguard.journal.store import JOURNAL_NAME, Journal
 from oomguard.limits.cgroup import CgroupLimiter, sweep_stale_groups
+from oomguard.limits.process import protect_supervisor
 from oomguard.limits.select_limiter import open_limiter
 from oomguard.memory.budget import effective_budget
 from oomguard.sizes import format_size, parse_size
@@ -141,6 +144,25 @@ class Job:
         """
         memory = self.resolve_memory()
         source = open_source(self.source_spec)
+        protect_supervisor()  # before any child starts: children inherit oom_score_adj
+        # first: the fork server's interpreter boots while the rest is set up
+        fork_server = (
+            boot(worker_env(self.config)) if self.config.start_method == "forkserver" else None
+        )
+        try:
+            return self._run(memory, source, fork_server, force, only)
+        finally:
+            if isinstance(fork_server, ForkServer):
+                fork_server.close()  # the supervisor's teardown closed it, unless none ran
+
+    def _run(
+        self,
+        memory: int,
+        source: Source,
+        fork_server: ForkServer | OSError | None,
+        force: bool,
+        only: RangeSet | None,
+    ) -> RunResult:
         make_run_dir(self.run_dir)
         lock = RunLock(self.run_dir)
         lock.acquire()
@@ -170,6 +192,7 @@ class Job:
                     journal,
                     done=done,
                     only=only,
+                    fork_server=fork_server,
                 )
                 summary = supervisor.run()
             finally:

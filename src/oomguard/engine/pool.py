@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from oomguard.engine.config import JobConfig
 from oomguard.engine.forking import ForkedProcess, ForkServer
 from oomguard.engine.items import Batch
 from oomguard.engine.sinks import Record
@@ -89,6 +90,17 @@ class WorkerHandle:
         self.batch_failure = None
         self.oom_event = False
         self.kill_reason = None
+
+
+def worker_env(config: JobConfig) -> dict[str, str]:
+    """Allocator settings for workers (and the fork server they are forked from), unless
+    the user set them already."""
+    env = {}
+    if config.malloc_arena_max is not None and "MALLOC_ARENA_MAX" not in os.environ:
+        env["MALLOC_ARENA_MAX"] = str(config.malloc_arena_max)
+    if config.malloc_trim_threshold is not None and "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        env["MALLOC_TRIM_THRESHOLD_"] = str(config.malloc_trim_threshold)
+    return env
 
 
 def start_worker(

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from oomguard.engine.worker import encode_line
 from oomguard.errors import ConfigError, OomguardError
 from oomguard.journal.ranges import RangeSet
 
@@ -85,13 +86,6 @@ def _fail(action: str, path: Path, err: OSError) -> SinkError:
         f"cannot {action} {path}: {err.strerror or err}; nothing committed is lost, "
         "fix it and resume the run"
     )
-
-
-_encode = json.JSONEncoder(ensure_ascii=False).encode
-
-
-def encode_line(index: int, value: Any) -> str:
-    return _encode({"input_index": index, "result": value})
 
 
 class JsonlSink:

@@ -50,7 +50,7 @@ from oomguard.engine.config import JobConfig
 from oomguard.engine.forking import ForkServer, ForkServerGone
 from oomguard.engine.items import Batch, Item
 from oomguard.engine.monitor import Monitor, WorkerView
-from oomguard.engine.pool import WorkerHandle, close_worker, start_worker
+from oomguard.engine.pool import WorkerHandle, close_worker, start_worker, worker_env
 from oomguard.engine.pressure import assess
 from oomguard.engine.progress import Progress, Snapshot
 from oomguard.engine.reader import END, SourceReader
@@ -119,7 +119,11 @@ class Supervisor:
         journal: Journal,
         done: RangeSet | None = None,
         only: RangeSet | None = None,
+        fork_server: ForkServer | OSError | None = None,
     ) -> None:
+        """``fork_server``: booted by the caller as early as it could (its interpreter
+        starts while the run is set up), the error if it could not start, None where
+        workers start as fresh interpreters (``start_method = "spawn"``)."""
         self.config = config
         self.journal = journal
         self.done = done if done is not None else RangeSet()
@@ -185,6 +189,7 @@ class Supervisor:
         self.set_aside: collections.deque[Batch] = collections.deque()
         # runaways stopped for a bigger one: they run one at a time, after it
         self.suspects: collections.deque[Batch] = collections.deque()
+        self.booted = fork_server
         self.fork_server: ForkServer | None = None
         self.recycled = 0
         self.trims = 0
@@ -236,13 +241,12 @@ class Supervisor:
         return summary
 
     def setup(self) -> None:
-        protect_supervisor()
+        protect_supervisor()  # done already by Job.run; kept for a supervisor made otherwise
         self.kernel_log = KernelLogTail()
-        if self.config.start_method == "forkserver":
-            try:  # it boots while the rest is set up; wait_ready() below
-                self.fork_server = ForkServer(self.worker_env())
-            except OSError as err:
-                self.fork_server_lost(err)
+        if isinstance(self.booted, OSError):
+            self.fork_server_lost(self.booted)
+        else:
+            self.fork_server = self.booted  # it boots while the rest is set up; wait_ready() below
         self.session = self.journal.begin_session()
         self.job = self.limiter.create_group("job", self.memory, oom_group=self.config.group)
         capacity = max(256, 4 * self.config.workers * self.config.batch_size)
@@ -720,7 +724,7 @@ class Supervisor:
             self.generations[slot],
             self.spec,
             self.config.worker_memory,
-            self.worker_env(),
+            worker_env(self.config),
         )
         try:
             handle = start(self.fork_server)
@@ -731,18 +735,6 @@ class Supervisor:
         self.watch(handle.conn, "messages", handle)
         self.watch(handle.pidfd, "death", handle)
         self.counters.worker_starts += 1
-
-    def worker_env(self) -> dict[str, str]:
-        """Allocator settings for workers, unless the user set them already."""
-        env = {}
-        if self.config.malloc_arena_max is not None and "MALLOC_ARENA_MAX" not in os.environ:
-            env["MALLOC_ARENA_MAX"] = str(self.config.malloc_arena_max)
-        if (
-            self.config.malloc_trim_threshold is not None
-            and "MALLOC_TRIM_THRESHOLD_" not in os.environ
-        ):
-            env["MALLOC_TRIM_THRESHOLD_"] = str(self.config.malloc_trim_threshold)
-        return env
 
     def _worker_views(self) -> list[WorkerView]:
         return [WorkerView(w.slot, w.pid, w.group) for w in list(self.workers.values())]
