@@ -209,8 +209,8 @@ def test_batch_sizer_grows_on_fast_batches_with_memory_to_spare_and_shrinks_on_s
     fixed = BatchSizer(start=10)
     assert fixed.after_batch(10, 0.01, True) is None and fixed.fitting(10 * MiB, 0) == 10
     # the last 50 items over 4 workers: 13 each, not one batch of 32 and idle workers
-    assert sizer.at_the_end(32, remaining=50, workers=4) == 13
-    assert fixed.at_the_end(10, remaining=50, workers=4) == 10
+    assert sizer.share(32, remaining=50, workers=4) == 13
+    assert fixed.share(10, remaining=50, workers=4) == 10
 
 
 def test_adaptive_batches_grow_for_fast_items(run_job) -> None:
@@ -223,6 +223,24 @@ def test_adaptive_batches_grow_for_fast_items(run_job) -> None:
     assert sizes[0] == 4 and max(sizes) > 4 and max(sizes) <= 256
     growth = [e["batch_size"] for e in result.summary["events"] if e["event"] == "batch_size"]
     assert growth and growth == sorted(growth)
+
+
+def test_adaptive_batches_shrink_to_a_share_of_the_items_left(run_job) -> None:
+    # a source of known length: no batch takes more than an equal share of the items not
+    # handed out yet, so the run ends on small batches, not one worker behind a big one
+    items = [{"kind": "ok", "value": i} for i in range(3000)]
+    result, lines = run_job(
+        items, workers=2, batch_size=64, adaptive_batch=True, max_batch_size=256
+    )
+    assert sorted(line["input_index"] for line in lines) == list(range(3000))
+    batches = sorted(manifest(result.run_dir), key=lambda entry: entry["batch_id"])
+    sizes = [len(entry["input_indices"]) for entry in batches]
+    assert max(sizes) == 256  # they grew
+    left = 3000
+    for size in sizes:
+        assert size <= -(-left // 2), sizes
+        left -= size
+    assert left == 0 and sizes[-1] == 1
 
 
 def test_adaptive_batches_shrink_to_the_memory_left(cgroup_limiter: CgroupLimiter, run_job) -> None:

@@ -30,9 +30,16 @@ def test_a_result_line_is_the_json_of_index_and_result(value: object) -> None:
     assert json.loads(line) == {"input_index": 12, "result": value}
 
 
-def test_a_result_that_is_not_json_is_refused_by_the_line_encoder() -> None:
-    with pytest.raises(TypeError):
-        encode_line(0, object())
+def test_a_result_that_is_not_json_is_refused_and_the_encoder_recovers() -> None:
+    value: dict[str, list[object]] = {"inner": [1, object()]}
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        encode_line(0, value)
+    value["inner"].pop()  # the same containers, now encodable: no stale circularity marks
+    assert encode_line(0, value) == '{"input_index": 0, "result": {"inner": [1]}}'
+    circular: list[object] = []
+    circular.append(circular)
+    with pytest.raises(ValueError, match="Circular"):
+        encode_line(1, circular)
 
 
 def test_csv_source(tmp_path: Path) -> None:

@@ -12,8 +12,10 @@ user asked. On, the size moves within ``[min_batch_size, max_batch_size]``:
   so fast items stop paying a supervisor round trip each few milliseconds; a batch that
   ran over four times ``batch_seconds`` halves it, so slow items keep progress and
   checkpoints coming and a failure costs less work;
-- **the end**: once the source is exhausted, the last items are shared out across the
-  workers.
+- **the end**: no batch takes more than an equal share of the items not handed out yet
+  (guided self-scheduling: the remaining items over the workers), so batches shrink as the
+  end nears and no worker idles behind another's big last batch. Where the source's length
+  is known this holds throughout; otherwise from when the source is exhausted.
 """
 
 from __future__ import annotations
@@ -38,9 +40,8 @@ class BatchSizer:
             return self.size
         return max(self.low, min(self.size, int(room // per_item)))
 
-    def at_the_end(self, size: int, remaining: int, workers: int) -> int:
-        """Once the source is exhausted: share the last items out across the workers rather
-        than leave them idle behind one batch."""
+    def share(self, size: int, remaining: int, workers: int) -> int:
+        """``size``, cut to an equal share of the ``remaining`` items across the workers."""
         if not self.enabled:
             return size
         share = -(-remaining // max(1, workers))

@@ -154,6 +154,7 @@ class Supervisor:
         self.open_since = 0.0
         self.source_done = False
         self.total: int | None = None
+        self.read_up_to = 0  # one past the input index of the last item taken from the reader
         self.workers: dict[int, WorkerHandle] = {}
         self.generations: collections.Counter[int] = collections.Counter()
         self.events: list[dict[str, Any]] = []
@@ -616,7 +617,7 @@ class Supervisor:
         assert self.reader is not None
         self.reader.drain_wakeups()
         config = self.config
-        batch_size = min(self.batch_limit.limit, self.adaptive_size())
+        batch_size = min(self.batch_limit.limit, self.adaptive_size(), self.share_of_the_rest())
         while not self.source_done and len(self.open_items) < batch_size:
             try:
                 taken = self.reader.take(batch_size - len(self.open_items))
@@ -633,6 +634,7 @@ class Supervisor:
                             f"reading {self.source.description} failed: {self.reader.error}"
                         )
                     break
+                self.read_up_to = item.index + 1
                 if item.error is not None:
                     self.quarantine_item(item, Status.ERROR, {"message": item.error})
                     continue
@@ -654,12 +656,19 @@ class Supervisor:
         full = len(self.open_items) >= batch_size or self.open_bytes >= config.max_bytes
         old = time.monotonic() - self.open_since >= config.max_wait_ms / 1000
         if self.source_done:
-            batch_size = self.sizer.at_the_end(
-                batch_size, len(self.open_items), self.config.workers
-            )
+            batch_size = self.sizer.share(batch_size, len(self.open_items), self.config.workers)
         if full or old or self.source_done:
             return self.close_open_batch(batch_size)
         return None
+
+    def share_of_the_rest(self) -> int:
+        """Where the source's length is known: an equal share of the items not handed out
+        yet per worker (batch_size.py, "the end"); a resumed run's count includes items
+        done before, so its batches shrink a little late."""
+        if self.total is None or not self.sizer.enabled:
+            return self.sizer.high
+        left = max(0, self.total - self.read_up_to) + len(self.open_items)
+        return self.sizer.share(self.sizer.high, left, self.config.workers)
 
     def adaptive_size(self) -> int:
         """The sizer's size, cut to the items whose predicted peak fits the room left now."""
