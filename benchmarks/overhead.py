@@ -1,12 +1,15 @@
 """What does oomguard cost when there is no memory pressure at all?
 
-    python benchmarks/overhead.py [--items 20000]
+    python benchmarks/overhead.py [--items 20000] [--rounds 3]
 
 Items of 1 ms (and 0.1 ms) of CPU, side by side: oomguard (monitoring and journal on,
 cgroups; default batch size 10, batch size 100, and adaptive batch size), ProcessPoolExecutor (chunked), joblib,
 pebble, and the ideal (cores x items per second of one core). Target: >= 0.97 x ideal.
 For oomguard, "share, first batch to last" leaves out the run's fixed start-up (the fork
 server's interpreter start, the first workers) and teardown: its steady throughput.
+Timings here are noisy: every contender runs ``--rounds`` times, the contenders taking
+turns within each round (so a slow spell of the machine falls on all of them), and each
+row is that contender's median run by wall time; the spread of its runs is printed too.
 """
 
 from __future__ import annotations
@@ -152,6 +155,7 @@ def fixed_cost_s() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     print(f"# overhead without pressure, {CORES} cores, {time.strftime('%Y-%m-%d')}")
     print(f"\n`{sys.executable} -c pass` takes {interpreter_start_ms():.0f} ms here")
@@ -160,19 +164,28 @@ def main() -> None:
         items = [{"i": i, "ms": ms} for i in range(args.items)]
         ideal = args.items * ms / 1000 / CORES
         print(f"\n### {args.items:,} items of {ms} ms CPU; ideal {ideal:.1f} s ({CORES} cores)\n")
+        runs: dict[str, list[Timing]] = {}
+        for _ in range(args.rounds):
+            for name, timing in contenders(items).items():
+                runs.setdefault(name, []).append(timing)
         print(
+            f"median of {args.rounds} rounds\n\n"
             "| contender | wall s | items/s | share of ideal | share, first batch to last "
-            "| parent CPU s | worker CPU s |\n|---|---|---|---|---|---|---|"
+            "| parent CPU s | worker CPU s | share of ideal, all runs |\n"
+            "|---|---|---|---|---|---|---|---|"
         )
-        for name, t in contenders(items).items():
+        for name, timings in runs.items():
+            t = sorted(timings, key=lambda timing: timing.wall)[len(timings) // 2]
             steady = f"{ideal / t.batches:.3f}" if t.batches else "n/a"
+            spread = ", ".join(f"{ideal / run.wall:.3f}" for run in timings)
             print(
                 f"| {name} | {t.wall:.2f} | {args.items / t.wall:,.0f} | {ideal / t.wall:.3f} "
-                f"| {steady} | {t.parent_cpu:.2f} | {t.child_cpu:.2f} |"
+                f"| {steady} | {t.parent_cpu:.2f} | {t.child_cpu:.2f} | {spread} |"
             )
         work = args.items * ms / 1000
         print(
-            f"| ideal | {ideal:.2f} | {args.items / ideal:,.0f} | 1.000 | 1.000 | 0 | {work:.2f} |"
+            f"| ideal | {ideal:.2f} | {args.items / ideal:,.0f} | 1.000 | 1.000 | 0 | {work:.2f} "
+            "| |"
         )
         print(
             "\n(worker CPU counts processes that ended within the run: loky keeps its workers "
