@@ -5,14 +5,16 @@ from __future__ import annotations
 import collections
 import itertools
 import json
+from pathlib import Path
 
 import pytest
 
+from oomguard.engine import Job
 from oomguard.engine.admission import Admission, AdmissionConfig, CostModel
 from oomguard.engine.aimd import Aimd
 from oomguard.limits import CgroupLimiter
 from oomguard.memory.kernel_log import read_kernel_log
-from tests.engine.conftest import manifest
+from tests.engine.conftest import WORK, manifest, read_output
 
 MiB = 1024**2
 
@@ -241,6 +243,34 @@ def test_adaptive_batches_shrink_to_a_share_of_the_items_left(run_job) -> None:
         assert size <= -(-left // 2), sizes
         left -= size
     assert left == 0 and sizes[-1] == 1
+
+
+class CountsShort(list):  # type: ignore[type-arg]
+    """A list whose len() says 10 whatever it holds: a source count that turns out wrong."""
+
+    def __len__(self) -> int:
+        return 10
+
+
+def test_a_source_count_that_was_wrong_does_not_cap_batches(tmp_path: Path) -> None:
+    items = CountsShort({"kind": "ok", "value": i} for i in range(3000))
+    result = Job(
+        WORK,
+        source=items,
+        sink=tmp_path / "out.jsonl",
+        run_dir=tmp_path / "run",
+        workers=2,
+        memory="512m",
+        batch_size=64,
+        adaptive_batch=True,
+        max_batch_size=256,
+        log_format="quiet",
+    ).run()
+    lines = read_output(tmp_path / "out.jsonl")
+    assert sorted(line["input_index"] for line in lines) == list(range(3000))
+    batches = sorted(manifest(result.run_dir), key=lambda entry: entry["batch_id"])
+    sizes = [len(entry["input_indices"]) for entry in batches]
+    assert max(sizes[len(sizes) // 2 :]) > 64, sizes  # they grew past the count, not to 1
 
 
 def test_adaptive_batches_shrink_to_the_memory_left(cgroup_limiter: CgroupLimiter, run_job) -> None:

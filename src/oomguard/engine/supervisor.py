@@ -664,8 +664,9 @@ class Supervisor:
     def share_of_the_rest(self) -> int:
         """Where the source's length is known: an equal share of the items not handed out
         yet per worker (batch_size.py, "the end"); a resumed run's count includes items
-        done before, so its batches shrink a little late."""
-        if self.total is None or not self.sizer.enabled:
+        done before, so its batches shrink a little late. A count the source outgrew (a
+        directory that gained files, a ``len()`` that was wrong) says nothing: no cap."""
+        if self.total is None or not self.sizer.enabled or self.read_up_to > self.total:
             return self.sizer.high
         left = max(0, self.total - self.read_up_to) + len(self.open_items)
         return self.sizer.share(self.sizer.high, left, self.config.workers)
