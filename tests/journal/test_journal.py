@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -90,6 +91,8 @@ def test_a_changed_source_is_refused_unless_forced(tmp_path: Path) -> None:
         handle.write(json.dumps({"kind": "ok", "value": 5}) + "\n")
     with pytest.raises(ConfigError, match=r"changed since this run started.*--force"):
         run(tmp_path)
+    # the fork server boots before the journal is checked: a refused run leaves none behind
+    assert psutil.Process().children(recursive=True) == []
     result = Job(
         WORK,
         source=tmp_path / "items.jsonl",
