@@ -34,6 +34,7 @@ from typing import Any, Literal
 from oomguard.backends.config import BackendConfig
 from oomguard.errors import OomguardError
 from oomguard.limits.base import Limiter, MemoryGroup
+from oomguard.wakeup import WakePipe
 
 State = Literal["starting", "ready", "down", "failed", "stopped"]
 
@@ -85,24 +86,20 @@ class BackendSupervisor:
         self.process: subprocess.Popen[bytes] | None = None
         self._restart_times: deque[float] = deque()
         self._lock = threading.Lock()
-        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake = WakePipe()  # wakes the watching thread (a report, a stop)
         self._stop = threading.Event()
         self._reported = threading.Event()
         self._thread = threading.Thread(target=self._run, name="oomguard-backend", daemon=True)
-        self._changed_read, self._changed_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._changed = WakePipe()  # wakes the engine: the state changed
 
     # ------------------------------------------------------------- for the engine
 
     def fileno(self) -> int:
         """Readable when the state changed (the engine waits on it with everything else)."""
-        return self._changed_read
+        return self._changed.fileno()
 
     def drain(self) -> None:
-        try:
-            while os.read(self._changed_read, 4096):
-                pass
-        except BlockingIOError:
-            pass
+        self._changed.drain()
 
     @property
     def ready(self) -> bool:
@@ -129,19 +126,13 @@ class BackendSupervisor:
             self.group.remove()
             self.group = None
         self._set_state("stopped")
-        for fd in (self._wake_read, self._wake_write, self._changed_read, self._changed_write):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self._wake.close()
+        self._changed.close()
 
     # ------------------------------------------------------------- the thread
 
     def _poke(self) -> None:
-        try:
-            os.write(self._wake_write, b"!")
-        except (BlockingIOError, OSError):
-            pass
+        self._wake.wake()
 
     def _note(self, event: str, detail: str = "") -> None:
         with self._lock:
@@ -149,10 +140,7 @@ class BackendSupervisor:
 
     def _set_state(self, state: State) -> None:
         self.state = state
-        try:
-            os.write(self._changed_write, b"!")
-        except (BlockingIOError, OSError):
-            pass
+        self._changed.wake()
 
     def _healthy(self) -> bool:
         if self.config.health_url is not None:
@@ -237,18 +225,14 @@ class BackendSupervisor:
         failures = 0
         try:
             while not self._stop.is_set():
-                watched: list[Any] = [self._wake_read]
+                watched: list[Any] = [self._wake.fileno()]
                 if pidfd is not None:
                     watched.append(pidfd)
                 ready, _, _ = select.select(watched, [], [], self.config.health_interval)
                 if self._stop.is_set():
                     return None
-                if self._wake_read in ready:
-                    try:
-                        while os.read(self._wake_read, 4096):
-                            pass
-                    except BlockingIOError:
-                        pass
+                if self._wake.fileno() in ready:
+                    self._wake.drain()
                 if pidfd is not None and pidfd in ready:
                     assert self.process is not None
                     self.process.wait()

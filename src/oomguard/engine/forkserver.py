@@ -34,6 +34,8 @@ import signal
 import socket
 import sys
 
+from oomguard.wakeup import drain
+
 
 def send(sock: socket.socket, message: dict[str, int]) -> None:
     sock.send(json.dumps(message).encode())
@@ -109,11 +111,7 @@ def serve(sock: socket.socket) -> None:
     while True:
         for key, _ in selector.select():
             if key.data == "child":
-                try:
-                    while os.read(wake_read, 512):
-                        pass
-                except BlockingIOError:
-                    pass
+                drain(wake_read)
                 reap(sock)
                 continue
             message, fds, _, _ = socket.recv_fds(sock, 8192, 2)

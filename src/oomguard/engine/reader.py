@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from oomguard.engine.sources import Source
+from oomguard.wakeup import WakePipe
 
 END = object()  # the "source exhausted" mark, after the last item
 
@@ -27,7 +27,7 @@ class SourceReader:
         self.queue: queue.Queue[list[Any]] = queue.Queue(maxsize=max(2, capacity // self.CHUNK))
         self._source = source
         self._wanted = wanted
-        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._pipe = WakePipe()  # readable when an item came that the supervisor waits for
         self.waiting = threading.Event()  # the supervisor wants to hear of the next item
         self.error: BaseException | None = None
         self._stop = threading.Event()
@@ -37,7 +37,7 @@ class SourceReader:
         self._taken: list[Any] = []  # the supervisor's side: the chunk being taken from
 
     def fileno(self) -> int:
-        return self._wake_read
+        return self._pipe.fileno()
 
     def start(self) -> None:
         self._thread.start()
@@ -45,10 +45,7 @@ class SourceReader:
     def _wake(self) -> None:
         if self.waiting.is_set():
             self.waiting.clear()
-            try:
-                os.write(self._wake_write, b"!")
-            except BlockingIOError:
-                pass
+            self._pipe.wake()
 
     def _put(self, chunk: list[Any]) -> bool:
         while not self._stop.is_set():
@@ -107,14 +104,9 @@ class SourceReader:
         return not self._taken and self.queue.empty() and not self._filling
 
     def drain_wakeups(self) -> None:
-        try:
-            while os.read(self._wake_read, 4096):
-                pass
-        except BlockingIOError:
-            pass
+        self._pipe.drain()
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        os.close(self._wake_read)
-        os.close(self._wake_write)
+        self._pipe.close()

@@ -10,13 +10,14 @@ watchdog for machines where cgroups cannot be written. The choice is made once, 
 from __future__ import annotations
 
 import collections
-import os
 import select
 import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Literal
+
+from oomguard.wakeup import WakePipe
 
 EventSourceKind = Literal["eventfd", "inotify", "watchdog"]
 
@@ -71,38 +72,27 @@ class PipeEventSource(EventSource):
     """Events pushed from a thread, made selectable through a self-pipe."""
 
     def __init__(self) -> None:
-        self._read_fd, self._write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._pipe = WakePipe()
         self._events: collections.deque[OomEvent] = collections.deque()
         self._lock = threading.Lock()
 
     def fileno(self) -> int:
-        return self._read_fd
+        return self._pipe.fileno()
 
     def push(self, event: OomEvent) -> None:
         with self._lock:
             self._events.append(event)
-        try:
-            os.write(self._write_fd, b"!")
-        except BlockingIOError:
-            pass  # the pipe is full of wake-ups already: the reader will come
+        self._pipe.wake()
 
     def drain(self) -> list[OomEvent]:
-        try:
-            while os.read(self._read_fd, 4096):
-                pass
-        except BlockingIOError:
-            pass
+        self._pipe.drain()
         with self._lock:
             events = list(self._events)
             self._events.clear()
         return events
 
     def close(self) -> None:
-        for fd in (self._read_fd, self._write_fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self._pipe.close()
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from typing import Literal
 from oomguard.errors import CgroupError
 from oomguard.limits.base import EventSource, OomEvent
 from oomguard.memory.cgroups import parse_flat_keyed
+from oomguard.wakeup import drain
 
 SETTLE_SECONDS = 0.05
 _SETTLE_STEP = 0.002
@@ -60,11 +61,7 @@ class _Inotify:
         self._libc.inotify_rm_watch(self.fd, wd)  # fails harmlessly once the file is gone
 
     def discard_pending(self) -> None:
-        try:
-            while os.read(self.fd, 65536):
-                pass
-        except BlockingIOError:
-            pass
+        drain(self.fd)
 
     def close(self) -> None:
         os.close(self.fd)
