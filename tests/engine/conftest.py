@@ -32,9 +32,14 @@ def run_job(tmp_path: Path) -> Callable[..., tuple[RunResult, list[dict[str, Any
     """Run a job over ``items`` into tmp_path; returns the result and the output lines."""
 
     def run(
-        items: list[Any], function: str = WORK, name: str = "run", **options: Any
+        items: list[Any],
+        function: str = WORK,
+        name: str = "run",
+        as_iterable: bool = False,
+        **options: Any,
     ) -> tuple[RunResult, list[dict[str, Any]]]:
-        source = write_jsonl(tmp_path / f"{name}-items.jsonl", items)
+        """``as_iterable``: the items are the source as they are, not written to a file."""
+        source = items if as_iterable else write_jsonl(tmp_path / f"{name}-items.jsonl", items)
         out = tmp_path / f"{name}-out.jsonl"
         options.setdefault("log_format", "quiet")
         options.setdefault("workers", 2)

@@ -5,16 +5,14 @@ from __future__ import annotations
 import collections
 import itertools
 import json
-from pathlib import Path
 
 import pytest
 
-from oomguard.engine import Job
 from oomguard.engine.admission import Admission, AdmissionConfig, CostModel
 from oomguard.engine.aimd import Aimd
 from oomguard.limits import CgroupLimiter
 from oomguard.memory.kernel_log import read_kernel_log
-from tests.engine.conftest import WORK, manifest, read_output
+from tests.engine.conftest import manifest
 
 MiB = 1024**2
 
@@ -252,21 +250,11 @@ class CountsShort(list):  # type: ignore[type-arg]
         return 10
 
 
-def test_a_source_count_that_was_wrong_does_not_cap_batches(tmp_path: Path) -> None:
+def test_a_source_count_that_was_wrong_does_not_cap_batches(run_job) -> None:
     items = CountsShort({"kind": "ok", "value": i} for i in range(3000))
-    result = Job(
-        WORK,
-        source=items,
-        sink=tmp_path / "out.jsonl",
-        run_dir=tmp_path / "run",
-        workers=2,
-        memory="512m",
-        batch_size=64,
-        adaptive_batch=True,
-        max_batch_size=256,
-        log_format="quiet",
-    ).run()
-    lines = read_output(tmp_path / "out.jsonl")
+    result, lines = run_job(
+        items, as_iterable=True, batch_size=64, adaptive_batch=True, max_batch_size=256
+    )
     assert sorted(line["input_index"] for line in lines) == list(range(3000))
     batches = sorted(manifest(result.run_dir), key=lambda entry: entry["batch_id"])
     sizes = [len(entry["input_indices"]) for entry in batches]

@@ -69,7 +69,6 @@ from oomguard.errors import CgroupError, ConfigError, OomguardError
 from oomguard.journal.ranges import RangeSet
 from oomguard.journal.store import Checkpoint, Journal
 from oomguard.limits.base import Limiter, MemoryGroup, OomEvent
-from oomguard.limits.process import protect_supervisor
 from oomguard.memory.gpu import read_gpus
 from oomguard.memory.kernel_log import KernelLogTail, find_oom_kills, read_kernel_log
 from oomguard.memory.own import own_rss
@@ -155,6 +154,7 @@ class Supervisor:
         self.source_done = False
         self.total: int | None = None
         self.read_up_to = 0  # one past the input index of the last item taken from the reader
+        self.usage: int | None = None  # the job's memory, as the last dispatch read it
         self.workers: dict[int, WorkerHandle] = {}
         self.generations: collections.Counter[int] = collections.Counter()
         self.events: list[dict[str, Any]] = []
@@ -242,7 +242,6 @@ class Supervisor:
         return summary
 
     def setup(self) -> None:
-        protect_supervisor()  # done already by Job.run; kept for a supervisor made otherwise
         self.kernel_log = KernelLogTail()
         if isinstance(self.booted, OSError):
             self.fork_server_lost(self.booted)
@@ -380,8 +379,9 @@ class Supervisor:
         """How long the loop may sleep with batches in flight: until they could have grown
         to a quarter of the budget at the fastest a process fills memory, and from there (or
         while intake is paused) ``WATCH_INTERVAL``: runaways are caught, and paused intake
-        resumed, by looking often. Read fresh: the monitor's last sample may be old."""
-        usage = self.job_usage()
+        resumed, by looking often. From the usage this turn's dispatch read (milliseconds
+        ago), not the monitor's last sample (up to 0.2 s old)."""
+        usage = self.usage
         if self.admission.paused or usage is None:
             return WATCH_INTERVAL
         return max(WATCH_INTERVAL, (BUSY_SHARE * self.memory - usage) / FASTEST_GROWTH)
@@ -403,9 +403,11 @@ class Supervisor:
         return next((w for w in self.workers.values() if w.state == "idle"), None)
 
     def dispatch(self) -> None:
+        # the job's usage, read once a loop turn: pressure and runaways judge the same
+        # moment, and the loop's next timeout (watch_timeout) is set from it
+        usage = self.usage = self.job_usage()
         if self.backend is not None and not self.backend.ready:
             return  # paused: the backend is restarting
-        usage = self.job_usage()  # read once: pressure and runaways judge the same moment
         self.check_pressure(usage)
         runaways = self.runaways(usage)
         if len(runaways) > 1 and self.admission.crowded(self.predicted_total()):
@@ -617,7 +619,10 @@ class Supervisor:
         assert self.reader is not None
         self.reader.drain_wakeups()
         config = self.config
-        batch_size = min(self.batch_limit.limit, self.adaptive_size(), self.share_of_the_rest())
+        batch_size = min(self.batch_limit.limit, self.adaptive_size())
+        left = self.items_left()
+        if left is not None:  # at most an equal share of what is left
+            batch_size = min(batch_size, self.sizer.share(self.sizer.high, left, config.workers))
         while not self.source_done and len(self.open_items) < batch_size:
             try:
                 taken = self.reader.take(batch_size - len(self.open_items))
@@ -655,21 +660,23 @@ class Supervisor:
             return None
         full = len(self.open_items) >= batch_size or self.open_bytes >= config.max_bytes
         old = time.monotonic() - self.open_since >= config.max_wait_ms / 1000
-        if self.source_done:
-            batch_size = self.sizer.share(batch_size, len(self.open_items), self.config.workers)
+        if self.source_done:  # exhausted (perhaps during this fill): the open items are all left
+            batch_size = self.sizer.share(batch_size, len(self.open_items), config.workers)
         if full or old or self.source_done:
             return self.close_open_batch(batch_size)
         return None
 
-    def share_of_the_rest(self) -> int:
-        """Where the source's length is known: an equal share of the items not handed out
-        yet per worker (batch_size.py, "the end"); a resumed run's count includes items
-        done before, so its batches shrink a little late. A count the source outgrew (a
-        directory that gained files, a ``len()`` that was wrong) says nothing: no cap."""
-        if self.total is None or not self.sizer.enabled or self.read_up_to > self.total:
-            return self.sizer.high
-        left = max(0, self.total - self.read_up_to) + len(self.open_items)
-        return self.sizer.share(self.sizer.high, left, self.config.workers)
+    def items_left(self) -> int | None:
+        """Items not handed out in a batch yet (the sizer shares them out, batch_size.py
+        "the end"): the open ones once the source is exhausted, else from the source's
+        count (a resumed run's includes items done before, so its batches shrink a little
+        late); None where unknown, or where the source outgrew its count (a directory
+        that gained files, a ``len()`` that was wrong)."""
+        if self.source_done:
+            return len(self.open_items)
+        if self.total is None or self.read_up_to > self.total:
+            return None
+        return self.total - self.read_up_to + len(self.open_items)
 
     def adaptive_size(self) -> int:
         """The sizer's size, cut to the items whose predicted peak fits the room left now."""

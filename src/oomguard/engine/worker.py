@@ -120,7 +120,7 @@ _encode_py = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def encode_value(value: Any) -> str:
-    """``json.dumps(value, ensure_ascii=False)``, five times faster for a number."""
+    """``json.dumps(value, ensure_ascii=False)``, without a new encoder per call."""
     if type(value) is str:
         return encode_basestring(value)
     if _encode_c is None:
