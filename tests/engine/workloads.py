@@ -94,6 +94,7 @@ def work(item: dict[str, Any]) -> Any:
             "oom_score_adj": int(Path("/proc/self/oom_score_adj").read_text()),
             "cgroup": cgroup,
             "parent": Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode(errors="replace"),
+            "ppid": os.getppid(),
         }
     raise AssertionError(f"unknown kind {kind}")
 

@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from oomguard import ConfigError, Job
+from oomguard.engine.forking import close_idle, idle_pid
 from oomguard.engine.sinks import SinkError
 from oomguard.journal import Checkpoint, Journal, RangeSet, RunLock, decode_ranges, encode_ranges
 from oomguard.limits import CgroupLimiter
@@ -91,7 +92,12 @@ def test_a_changed_source_is_refused_unless_forced(tmp_path: Path) -> None:
         handle.write(json.dumps({"kind": "ok", "value": 5}) + "\n")
     with pytest.raises(ConfigError, match=r"changed since this run started.*--force"):
         run(tmp_path)
-    # the fork server boots before the journal is checked: a refused run leaves none behind
+    # the fork server boots before the journal is checked: a refused run leaves no process
+    # but that server, kept idle for the next job
+    kept = idle_pid()
+    assert kept is not None
+    assert [p.pid for p in psutil.Process().children(recursive=True)] == [kept]
+    close_idle()
     assert psutil.Process().children(recursive=True) == []
     result = Job(
         WORK,

@@ -4,10 +4,17 @@
 what the engine holds for each one, with the part of ``subprocess.Popen`` it uses (``pid``,
 ``poll``, ``wait``, ``kill``, ``returncode``), so a worker forked by the server and one
 spawned as a fresh interpreter are handled alike.
+
+A server outlives its run: :func:`release` keeps it, idle, for the next job this process
+starts in the same environment and directory, which then skips the server's interpreter
+start (tens of milliseconds, more where ``site`` is busy), as loky keeps its workers for
+the next call. An idle server is closed after :data:`IDLE_SECONDS`, when the process
+exits, and never reused by a forked child of the process.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import select
@@ -15,12 +22,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 from oomguard.errors import OomguardError
 
 START_TIMEOUT = 60.0  # seconds for the server to import the worker module and say ready
 UNKNOWN_CODE = 255  # a worker's exit code when the server that would report it is gone
+IDLE_SECONDS = 300.0  # an idle server kept for the next job is closed after this (loky's 300 s)
 
 
 class ForkServerGone(OomguardError):
@@ -28,12 +37,85 @@ class ForkServerGone(OomguardError):
 
 
 def boot(env: dict[str, str]) -> ForkServer | OSError:
-    """A fork server, started and not waited for; the error when it cannot even start
-    (the engine then spawns fresh interpreters)."""
+    """A fork server: the idle one an earlier job left, when it was started in this
+    environment (``env`` over ``os.environ``) and directory; else one started now and not
+    waited for. The error when none can even start (the engine then spawns fresh
+    interpreters)."""
+    server = _take_idle()
+    if server is not None:
+        if server.fits(env):
+            return server
+        server.close()
     try:
         return ForkServer(env)
     except OSError as err:
         return err
+
+
+class _Idle:
+    """The one idle server kept for the next job (under ``lock``), with its closing timer."""
+
+    lock = threading.Lock()
+    server: ForkServer | None = None
+    timer: threading.Timer | None = None
+
+
+def _take_idle() -> ForkServer | None:
+    with _Idle.lock:
+        server, _Idle.server = _Idle.server, None
+        if _Idle.timer is not None:
+            _Idle.timer.cancel()
+            _Idle.timer = None
+    return server
+
+
+def release(server: ForkServer) -> None:
+    """A run is over with ``server``: keep it for the next job when it is healthy and none
+    of its workers is left (an exit report still to come would confuse the next run), else
+    close it. Kept, it is closed after ``IDLE_SECONDS`` unless a job takes it first."""
+    if server.reusable():
+        with _Idle.lock:
+            if _Idle.server is None:
+                _Idle.server = server
+                _Idle.timer = threading.Timer(IDLE_SECONDS, _close_if_idle, (server,))
+                _Idle.timer.daemon = True
+                _Idle.timer.start()
+                return
+    server.close()
+
+
+def _close_if_idle(server: ForkServer) -> None:
+    with _Idle.lock:
+        if _Idle.server is not server:
+            return  # a job took it meanwhile
+        _Idle.server = _Idle.timer = None
+    server.close()
+
+
+def idle_pid() -> int | None:
+    """The pid of the idle server kept for the next job, if one is kept."""
+    with _Idle.lock:
+        return _Idle.server.pid if _Idle.server is not None else None
+
+
+def close_idle() -> None:
+    """Close the idle server, if one is kept (at exit; a caller that wants no child left)."""
+    server = _take_idle()
+    if server is not None:
+        server.close()
+
+
+def _forget_in_child() -> None:
+    """In a forked child of this process: the idle server is the parent's, never ours.
+    Only our copy of its socket is closed (the server sees no end of input)."""
+    if _Idle.server is not None:
+        _Idle.server.sock.close()
+    _Idle.server = _Idle.timer = None
+    _Idle.lock = threading.Lock()
+
+
+atexit.register(close_idle)
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 class ForkServer:
@@ -41,13 +123,16 @@ class ForkServer:
     the supervisor sets up the rest of the run; :meth:`wait_ready` waits for it."""
 
     def __init__(self, env: dict[str, str]) -> None:
+        # what its workers inherit, to tell whether a later job may use it
+        self.environ = {**os.environ, **env}
+        self.cwd = os.getcwd()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "oomguard.engine.forkserver", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **env},
+                env=self.environ,
             )
         except BaseException:
             ours.close()
@@ -56,7 +141,21 @@ class ForkServer:
             theirs.close()
         self.sock = ours
         self.exits: dict[int, int] = {}  # exit codes reported, by pid
+        self.live: set[int] = set()  # workers forked whose exit code nobody collected yet
         self.ready = False
+
+    def fits(self, env: dict[str, str]) -> bool:
+        """Whether a job that would start a server with ``env`` may use this one: the same
+        environment and working directory, and the server still there."""
+        return (
+            self.environ == {**os.environ, **env}
+            and self.cwd == os.getcwd()
+            and self.proc.poll() is None
+        )
+
+    def reusable(self) -> bool:
+        """Running, its socket open, and every worker it forked reaped and accounted for."""
+        return self.sock.fileno() != -1 and not self.live and self.proc.poll() is None
 
     def wait_ready(self) -> None:
         """Wait for the server's ``ready`` (it has imported the worker module)."""
@@ -104,6 +203,7 @@ class ForkServer:
         while (left := deadline - time.monotonic()) > 0:
             message = self._next(left)
             if message is not None and "pid" in message:
+                self.live.add(message["pid"])
                 return message["pid"]
         raise ForkServerGone("the fork server did not fork a worker in time")
 
@@ -114,6 +214,7 @@ class ForkServer:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             if self._next(left) is None and left is not None and left <= 0:
                 return None
+        self.live.discard(pid)
         return self.exits.pop(pid)
 
     def close(self) -> None:

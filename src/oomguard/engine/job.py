@@ -16,7 +16,7 @@ from typing import Any
 
 from oomguard.engine.artifacts import make_run_dir, open_private
 from oomguard.engine.config import DEFAULT_MEMORY_FRACTION, JobConfig, normalise
-from oomguard.engine.forking import ForkServer, boot
+from oomguard.engine.forking import ForkServer, boot, release
 from oomguard.engine.pool import worker_env
 from oomguard.engine.progress import make_progress
 from oomguard.engine.sinks import open_sink
@@ -145,7 +145,8 @@ class Job:
         memory = self.resolve_memory()
         source = open_source(self.source_spec)
         protect_supervisor()  # before any child starts: children inherit oom_score_adj
-        # first: the fork server's interpreter boots while the rest is set up
+        # first: the fork server's interpreter boots while the rest is set up (unless an
+        # earlier job in this process left one idle)
         fork_server = (
             boot(worker_env(self.config)) if self.config.start_method == "forkserver" else None
         )
@@ -153,7 +154,7 @@ class Job:
             return self._run(memory, source, fork_server, force, only)
         finally:
             if isinstance(fork_server, ForkServer):
-                fork_server.close()  # the supervisor's teardown closed it, unless none ran
+                release(fork_server)  # kept idle for the next job, or closed
 
     def _run(
         self,

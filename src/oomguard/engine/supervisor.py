@@ -122,7 +122,9 @@ class Supervisor:
     ) -> None:
         """``fork_server``: booted by the caller as early as it could (its interpreter
         starts while the run is set up), the error if it could not start, None where
-        workers start as fresh interpreters (``start_method = "spawn"``)."""
+        workers start as fresh interpreters (``start_method = "spawn"``). The caller
+        releases it after the run (kept for its next job, engine/forking.py); the
+        supervisor closes it only when it is lost."""
         self.config = config
         self.journal = journal
         self.done = done if done is not None else RangeSet()
@@ -1366,7 +1368,7 @@ class Supervisor:
                 self.backend.close()
             except Exception:
                 pass
-        for step in (self.stop_workers, self._stop_fork_server, self._stop_reader):
+        for step in (self.stop_workers, self._stop_reader):
             try:
                 step()
             except Exception:
@@ -1407,11 +1409,6 @@ class Supervisor:
 
     def _quantiles(self, label: str, scale: float) -> dict[str, float] | None:
         return quantile_dict(self.metrics, label, scale)
-
-    def _stop_fork_server(self) -> None:
-        if self.fork_server is not None:
-            self.fork_server.close()
-            self.fork_server = None
 
     def _stop_reader(self) -> None:
         if self.reader is not None:
