@@ -36,6 +36,13 @@ def test_ranges_round_trip(indices: set[int]) -> None:
     assert not any(i in ranges for i in range(-1, 502) if i not in indices)
 
 
+@given(st.lists(st.integers(min_value=0, max_value=60)))
+def test_ranges_of_indices_in_any_order_with_repeats(indices: list[int]) -> None:
+    ranges = decode_ranges(encode_ranges(indices))
+    assert [i for a, b in ranges for i in range(a, b)] == sorted(set(indices))
+    assert all(stop < start for (_, stop), (start, _) in zip(ranges, ranges[1:]))  # merged
+
+
 def test_rangeset_merges() -> None:
     ranges = RangeSet()
     ranges.add_range(10, 20)

@@ -7,14 +7,25 @@ from collections.abc import Iterable
 
 
 def to_ranges(indices: Iterable[int]) -> list[tuple[int, int]]:
-    """Sorted half-open ranges ``[(start, stop), ...]`` covering ``indices``."""
-    ranges: list[tuple[int, int]] = []
-    for index in sorted(set(indices)):
-        if ranges and ranges[-1][1] == index:
-            ranges[-1] = (ranges[-1][0], index + 1)
-        else:
-            ranges.append((index, index + 1))
-    return ranges
+    """Sorted half-open ranges ``[(start, stop), ...]`` covering ``indices``.
+
+    In numpy: a checkpoint covers every item finished since the last one (hundreds of
+    thousands for fast items), and a Python loop over them was a tenth of the
+    supervisor's time."""
+    import numpy as np  # imported by the engine already; not by every reader of a journal
+
+    # a stable sort is timsort: linear on indices that come mostly in order, as they do
+    values = np.sort(np.fromiter(indices, dtype=np.int64), kind="stable")
+    if not values.size:
+        return []
+    steps = np.diff(values)
+    if not steps.all():  # a repeated index
+        values = values[np.concatenate(([True], steps != 0))]
+        steps = np.diff(values)
+    breaks = np.flatnonzero(steps != 1) + 1  # where a new range starts
+    starts = values[np.concatenate(([0], breaks))]
+    stops = values[np.concatenate((breaks - 1, [values.size - 1]))] + 1
+    return list(zip(starts.tolist(), stops.tolist(), strict=True))
 
 
 def encode_ranges(indices: Iterable[int]) -> str:
