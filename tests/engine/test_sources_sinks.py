@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from oomguard.engine import Job
-from oomguard.engine.sinks import ParquetSink, Record
+from oomguard.engine.sinks import ParquetSink, Results
 from oomguard.engine.sources import open_source
 from oomguard.engine.worker import encode_line
 from oomguard.errors import ConfigError
@@ -87,7 +87,8 @@ def test_parquet_sink_buffer_is_bounded(tmp_path: Path) -> None:
         pickle.dumps({"input_index": 999, "text": "x" * 50}, protocol=pickle.HIGHEST_PROTOCOL)
     )
     for start in range(0, 1000, 10):
-        sink.write([Record(index, {"text": "x" * 50}, None) for index in range(start, start + 10)])
+        indices = list(range(start, start + 10))
+        sink.write([Results(indices, values=[{"text": "x" * 50} for _ in indices])])
     prepared = sink.prepare(final=True)
     assert prepared is not None and sorted(prepared.indices) == list(range(1000))
     assert list((tmp_path / "out.parquet").glob("part-*")) == [], "nothing visible before commit"
@@ -210,3 +211,20 @@ def test_max_wait_flushes_a_partial_batch_from_a_slow_source(tmp_path: Path) -> 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_group_of_results_splits_into_items_and_joins_back() -> None:
+    """What the ordered writer does with a group: one item at a time, then a group again."""
+    values = [{"text": "two\nlines"}, "\u2028", None, [1.5]]
+    indices = [4, 9, 2, 7]
+    as_lines = Results(
+        indices,
+        lines="".join(f"{encode_line(i, v)}\n" for i, v in zip(indices, values, strict=True)),
+    )
+    as_values = Results(indices, values=values)
+    for group in (as_lines, as_values):
+        items = group.one_by_one()
+        assert [index for index, _, _ in items] == indices
+        assert Results.join(items) == group
+    assert as_values.text() == as_lines.text()  # a JSONL sink given values encodes them alike
+    assert [json.loads(line)["result"] for line in as_lines.text().split("\n")[:-1]] == values

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import mmap
 import queue
 import select
@@ -44,20 +45,35 @@ def run_one_batch(
     return messages, slot
 
 
+def successes(messages: list[tuple[Any, ...]]) -> list[int]:
+    return [index for message in messages for index in message[2]]
+
+
+def failures(messages: list[tuple[Any, ...]]) -> dict[int, tuple[Any, ...]]:
+    return {entry[0]: entry for message in messages for entry in message[4]}
+
+
 def test_results_travel_in_groups_in_order_with_per_item_failures() -> None:
     items: list[dict[str, Any]] = [{"kind": "ok", "value": i} for i in range(2500)]
     items[3] = {"kind": "raise", "value": 3}
-    items[4] = {"kind": "unpicklable"}
+    items[4] = {"kind": "json_unfriendly"}
     messages, slot = run_one_batch(items)
     assert messages[-1][0] == "done"
-    results = [entry for message in messages for entry in message[2]]
-    assert [entry[0] for entry in results] == list(range(2500))
+    assert successes(messages) == [i for i in range(2500) if i not in (3, 4)]  # as they ran
     assert len(messages) < len(items)  # grouped: not one message per item
-    assert max(len(message[2]) for message in messages) <= 1000
-    by_index = {entry[0]: entry for entry in results}
-    assert by_index[0][1] == "success" and '"input_index": 0' in by_index[0][3]
-    assert by_index[3][1] == "error" and by_index[3][4]["type"] == "ValueError"
-    assert by_index[4][1] == "error" and "not JSON-serializable" in by_index[4][4]["message"]
+    assert max(len(message[2]) + len(message[4]) for message in messages) <= 1000
+    # a group's successes are one JSONL text, a line each, in the order of its indices
+    for message in messages:
+        lines = message[3].splitlines()
+        assert [json.loads(line)["input_index"] for line in lines] == message[2]
+    assert json.loads(messages[0][3].splitlines()[0]) == {
+        "input_index": 0,
+        "result": {"value": 0},
+    }
+    failed = failures(messages)
+    assert sorted(failed) == [3, 4]
+    assert failed[3][1] == "error" and failed[3][2]["type"] == "ValueError"
+    assert failed[4][1] == "error" and "not JSON-serializable" in failed[4][2]["message"]
     assert SLOT.unpack_from(slot) == (7, AFTER_ITEMS)  # past the last item
 
 
@@ -65,10 +81,11 @@ def test_an_unpicklable_result_fails_alone_and_its_group_still_arrives() -> None
     items: list[dict[str, Any]] = [{"kind": "ok", "value": i} for i in range(5)]
     items[2] = {"kind": "unpicklable"}
     messages, _ = run_one_batch(items, {**SPEC, "encode_json": False})
-    results = {entry[0]: entry for message in messages for entry in message[2]}
-    assert sorted(results) == [0, 1, 2, 3, 4]
-    assert results[2][1] == "error" and "cannot be pickled" in results[2][4]["message"]
-    assert all(results[i][1] == "success" for i in (0, 1, 3, 4))
+    assert successes(messages) == [0, 1, 3, 4]
+    values = [value for message in messages for value in message[3]]
+    assert values == [{"value": 2 * i} for i in (0, 1, 3, 4)]
+    failed = failures(messages)
+    assert list(failed) == [2] and "cannot be pickled" in failed[2][2]["message"]
 
 
 class SlowSource:

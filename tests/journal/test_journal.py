@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sqlite3
@@ -40,7 +41,7 @@ def test_ranges_round_trip(indices: set[int]) -> None:
 def test_ranges_of_indices_in_any_order_with_repeats(indices: list[int]) -> None:
     ranges = decode_ranges(encode_ranges(indices))
     assert [i for a, b in ranges for i in range(a, b)] == sorted(set(indices))
-    assert all(stop < start for (_, stop), (start, _) in zip(ranges, ranges[1:]))  # merged
+    assert all(stop < start for (_, stop), (start, _) in itertools.pairwise(ranges))  # merged
 
 
 def test_rangeset_merges() -> None:

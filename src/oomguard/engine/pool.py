@@ -23,7 +23,7 @@ from typing import Any
 from oomguard.engine.config import JobConfig
 from oomguard.engine.forking import ForkedProcess, ForkServer
 from oomguard.engine.items import Batch
-from oomguard.engine.sinks import Record
+from oomguard.engine.sinks import Results
 from oomguard.engine.worker import AFTER_ITEMS, SLOT, SLOT_SIZE
 from oomguard.limits.base import Limiter, MemoryGroup
 
@@ -47,7 +47,7 @@ class WorkerHandle:
     first_rss: int | None = None  # RSS after its first batch: the leak check's reference
     deadline: float | None = None
     usage_at_start: int = 0
-    records: list[Record] = field(default_factory=list)
+    results: list[Results] = field(default_factory=list)  # groups of successes reported
     reported: set[int] = field(default_factory=set)
     item_failures: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
     batch_failure: tuple[str, dict[str, Any]] | None = None
@@ -84,7 +84,7 @@ class WorkerHandle:
     def reset_batch(self) -> None:
         self.batch = None
         self.deadline = None
-        self.records = []
+        self.results = []
         self.reported = set()
         self.item_failures = []
         self.batch_failure = None

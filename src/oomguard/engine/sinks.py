@@ -2,7 +2,7 @@
 
 Every sink speaks the same two-phase protocol with the journal:
 
-1. ``write(records)`` stages results (a batch at a time);
+1. ``write(results)`` stages results (a batch at a time, as the worker reported them);
 2. ``prepare(final)`` makes what is staged durable but not yet trusted, and returns a
    :class:`Prepared` (its indices and a token: the sink's durable position);
 3. the journal commits those indices with the token, in one transaction;
@@ -32,11 +32,45 @@ from oomguard.errors import ConfigError, OomguardError
 from oomguard.journal.ranges import RangeSet
 
 
-@dataclass(slots=True)  # one per result: not frozen, whose __init__ costs three times as much
-class Record:
-    index: int
-    value: Any
-    line: str | None  # the JSONL line, when the worker encoded one
+@dataclass(slots=True)
+class Results:
+    """Items that succeeded, in the order they ran, as a worker reported them together: a
+    group of results is moved and written whole, never an object per item (the
+    supervisor's cost per item is what bounds the throughput of fast items).
+
+    ``lines``: their JSONL text, a line each, when the worker encoded them (``wants_json``);
+    else ``values``.
+    """
+
+    indices: list[int]
+    values: list[Any] | None = None
+    lines: str | None = None
+
+    def pairs(self) -> list[tuple[int, Any]]:
+        """``(input_index, result)`` for each item (of results not sent as lines)."""
+        assert self.values is not None, "results sent as JSONL lines"
+        return list(zip(self.indices, self.values, strict=True))
+
+    def text(self) -> str:
+        """The JSONL lines, made here where the worker sent values."""
+        if self.lines is not None:
+            return self.lines
+        return "".join(f"{encode_line(index, value)}\n" for index, value in self.pairs())
+
+    def one_by_one(self) -> list[tuple[int, Any, str | None]]:
+        """``(index, value, line)`` for each item (``line`` without its newline)."""
+        if self.lines is not None:
+            lines = self.lines.split("\n")[:-1]  # JSON escapes every newline within a value
+            return [(index, None, line) for index, line in zip(self.indices, lines, strict=True)]
+        return [(index, value, None) for index, value in self.pairs()]
+
+    @staticmethod
+    def join(items: list[tuple[int, Any, str | None]]) -> Results:
+        """One group of ``(index, value, line)`` entries, the inverse of :meth:`one_by_one`."""
+        indices = [index for index, _, _ in items]
+        if items and items[0][2] is not None:
+            return Results(indices, lines="".join(f"{line}\n" for _, _, line in items))
+        return Results(indices, values=[value for _, value, _ in items])
 
 
 @dataclass
@@ -53,7 +87,7 @@ class SinkError(OomguardError):
 class Sink(Protocol):
     wants_json: bool  # ask workers to encode each result as a JSONL line
 
-    def write(self, records: list[Record]) -> None: ...
+    def write(self, results: list[Results]) -> None: ...
 
     def prepare(self, final: bool) -> Prepared | None: ...
 
@@ -100,15 +134,13 @@ class JsonlSink:
         self._file = os.fdopen(fd, "a", encoding="utf-8", buffering=1 << 16)
         self._staged: list[int] = []
 
-    def write(self, records: list[Record]) -> None:
+    def write(self, results: list[Results]) -> None:
         try:
-            self._file.writelines(
-                (r.line if r.line is not None else encode_line(r.index, r.value)) + "\n"
-                for r in records
-            )
+            self._file.writelines(group.text() for group in results)
         except OSError as err:
             raise _fail("write to", self.path, err) from err
-        self._staged.extend(r.index for r in records)
+        for group in results:
+            self._staged.extend(group.indices)
 
     def prepare(self, final: bool) -> Prepared | None:
         if not self._staged:
@@ -171,13 +203,13 @@ class ParquetSink:
         ]
         return 1 + max((int(n[5:-8]) for n in names), default=-1)
 
-    def write(self, records: list[Record]) -> None:
-        for record in records:
-            row: dict[str, Any] = {"input_index": record.index}
-            if isinstance(record.value, dict):
-                row.update(record.value)
+    def write(self, results: list[Results]) -> None:
+        for index, value in (pair for group in results for pair in group.pairs()):
+            row: dict[str, Any] = {"input_index": index}
+            if isinstance(value, dict):
+                row.update(value)
             else:
-                row["result"] = record.value
+                row["result"] = value
             self._rows.append(row)
             self._buffered += len(pickle.dumps(row, protocol=pickle.HIGHEST_PROTOCOL))
             self.max_buffered = max(self.max_buffered, self._buffered)
@@ -258,11 +290,12 @@ class TwoPhaseAdapter:
 
     def __init__(self, target: TwoPhaseSink) -> None:
         self.target = target
-        self._staged: list[Record] = []
+        self._staged: list[tuple[int, Any]] = []
         self._next_id: int | None = None
 
-    def write(self, records: list[Record]) -> None:
-        self._staged.extend(records)
+    def write(self, results: list[Results]) -> None:
+        for group in results:
+            self._staged.extend(group.pairs())
 
     def prepare(self, final: bool) -> Prepared | None:
         if not self._staged:
@@ -270,8 +303,8 @@ class TwoPhaseAdapter:
         assert self._next_id is not None, "recover() runs before the first prepare()"
         group = self._next_id
         self._next_id += 1
-        self.target.prepare(group, [(r.index, r.value) for r in self._staged])
-        prepared = Prepared([r.index for r in self._staged], str(group))
+        self.target.prepare(group, self._staged)
+        prepared = Prepared([index for index, _ in self._staged], str(group))
         self._staged = []
         return prepared
 
@@ -299,9 +332,10 @@ class CallableSink:
         self.function = function
         self._staged: list[int] = []
 
-    def write(self, records: list[Record]) -> None:
-        self.function([(r.index, r.value) for r in records])
-        self._staged.extend(r.index for r in records)
+    def write(self, results: list[Results]) -> None:
+        self.function([pair for group in results for pair in group.pairs()])
+        for group in results:
+            self._staged.extend(group.indices)
 
     def prepare(self, final: bool) -> Prepared | None:
         if not self._staged:
@@ -350,7 +384,7 @@ class OrderedWriter:
     def __init__(self, sink: Sink, done: RangeSet) -> None:
         self.sink = sink
         self.next_index = 0
-        self._held: dict[int, Record | None] = {}
+        self._held: dict[int, tuple[int, Any, str | None] | None] = {}
         self._done = done.ranges()  # indices done in earlier sessions never come again
         self._skip_done()
 
@@ -359,9 +393,10 @@ class OrderedWriter:
             _, stop = self._done.pop(0)
             self.next_index = max(self.next_index, stop)
 
-    def write(self, records: list[Record]) -> None:
-        for record in records:
-            self._held[record.index] = record
+    def write(self, results: list[Results]) -> None:
+        for group in results:
+            for entry in group.one_by_one():
+                self._held[entry[0]] = entry
         self._release()
 
     def skip(self, index: int) -> None:
@@ -369,15 +404,15 @@ class OrderedWriter:
         self._release()
 
     def _release(self) -> None:
-        ready: list[Record] = []
+        ready: list[tuple[int, Any, str | None]] = []
         while self.next_index in self._held:
-            record = self._held.pop(self.next_index)
-            if record is not None:
-                ready.append(record)
+            entry = self._held.pop(self.next_index)
+            if entry is not None:
+                ready.append(entry)
             self.next_index += 1
             self._skip_done()
         if ready:
-            self.sink.write(ready)
+            self.sink.write([Results.join(ready)])
 
     @property
     def held(self) -> int:

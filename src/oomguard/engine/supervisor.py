@@ -63,7 +63,7 @@ from oomguard.engine.recovery import (
     single_item_batch,
 )
 from oomguard.engine.run_record import attempt_entry, quantile_dict, write_manifest
-from oomguard.engine.sinks import OrderedWriter, Record, Sink, SinkError
+from oomguard.engine.sinks import OrderedWriter, Results, Sink, SinkError
 from oomguard.engine.sources import Source
 from oomguard.errors import CgroupError, ConfigError, OomguardError
 from oomguard.journal.ranges import RangeSet
@@ -81,7 +81,6 @@ SIDE_MINIMUM = 16 * 1024 * 1024  # less side room than this is not worth a held 
 WATCH_INTERVAL = 0.05  # seconds between looks at the workers' memory while it is busy
 BUSY_SHARE = 0.25  # of the budget: from there, the loop looks every WATCH_INTERVAL
 FASTEST_GROWTH = 2 * 1024**3  # bytes/s: faster than page faults fill memory (about 1 GiB/s)
-_SUCCESS = str(Status.SUCCESS)
 
 
 @dataclass
@@ -770,13 +769,13 @@ class Supervisor:
     def handle_message(self, handle: WorkerHandle, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == "items":
-            _, batch_id, results = message
+            _, batch_id, indices, results, failures = message
             if handle.batch is not None and batch_id == handle.batch.batch_id:
-                self.take_results(handle, results)
+                self.take_results(handle, indices, results, failures)
         elif kind == "done":
-            _, batch_id, results, stats = message
+            _, batch_id, indices, results, failures, stats = message
             if handle.batch is not None and batch_id == handle.batch.batch_id:
-                self.take_results(handle, results)
+                self.take_results(handle, indices, results, failures)
                 self.finish_batch(handle, stats)
         elif kind == "batch_error":
             _, batch_id, status, error = message
@@ -788,15 +787,23 @@ class Supervisor:
             raise ConfigError(message[1])
 
     @staticmethod
-    def take_results(handle: WorkerHandle, results: list[tuple[Any, ...]]) -> None:
-        success = _SUCCESS
-        add_record = handle.records.append
-        handle.reported.update(entry[0] for entry in results)
-        for index, status, value, line, error in results:
-            if status == success:
-                add_record(Record(index, value, line))
-            else:
-                handle.item_failures.append((index, status, error))
+    def take_results(
+        handle: WorkerHandle,
+        indices: list[int],
+        results: str | list[Any],
+        failures: list[tuple[int, str, dict[str, Any]]],
+    ) -> None:
+        """A group of results (worker.py): kept whole, written at the batch's end."""
+        handle.reported.update(indices)
+        if indices:
+            handle.results.append(
+                Results(indices, lines=results)
+                if isinstance(results, str)
+                else Results(indices, values=results)
+            )
+        if failures:
+            handle.reported.update(index for index, _, _ in failures)
+            handle.item_failures.extend(failures)
 
     def finish_batch(self, handle: WorkerHandle, stats: dict[str, int]) -> None:
         """A batch came back (the worker lives): write results, route failed items."""
@@ -817,7 +824,7 @@ class Supervisor:
                 error,
             )
             return
-        self.commit(handle.records)
+        self.commit(handle.results)
         worst = Status.SUCCESS
         backend_lost = [f for f in handle.item_failures if self.is_backend_failure(f[2])]
         if backend_lost:
@@ -914,7 +921,7 @@ class Supervisor:
             if own_cap is not None:
                 evidence["at_worker_cap"] = at_own_cap
             self.record_attempt(handle, status, peak, evidence=evidence, bystander=bystander)
-            self.commit(handle.records)
+            self.commit(handle.results)
             if status is Status.OOM_KILLED:
                 self.counters.oom_kills += 1
                 if peak is not None:  # its retry is admitted only where this much fits
@@ -1223,11 +1230,11 @@ class Supervisor:
 
     # ---------------------------------------------------------------- results
 
-    def commit(self, records: list[Record]) -> None:
-        if not records:
+    def commit(self, results: list[Results]) -> None:
+        if not results:
             return
-        self.writer.write(records)  # in input order within the batch, as the worker ran them
-        self.counters.succeeded += len(records)
+        self.writer.write(results)  # in input order within the batch, as the worker ran them
+        self.counters.succeeded += sum(len(group.indices) for group in results)
 
     def quarantine_item(self, item: Item, status: Status, evidence: dict[str, Any]) -> None:
         self.staged_quarantine.append((item.index, str(status), evidence))

@@ -10,9 +10,13 @@ Protocol (pickled tuples over a multiprocessing Connection):
     supervisor -> worker   ("init", spec) | ("batch", batch_id, [(index, value), ...], extra)
                            | ("stop",)    extra: {"pressure": (level, reason), "attempt": n}
     worker -> supervisor   ("ready", pid) | ("fatal", message)
-                           ("items", batch_id, [(index, status, value, line, error), ...])
+                           ("items", batch_id, indices, results, failures)
                            ("batch_error", batch_id, status, error)
-                           ("done", batch_id, [(index, status, value, line, error), ...], stats)
+                           ("done", batch_id, indices, results, failures, stats)
+
+    ``indices``: the items that succeeded, in the order they ran; ``results``: their JSONL
+    lines as one text (``encode_json``) or their values, a list; ``failures``:
+    ``[(index, status, error), ...]`` for the items that failed.
 
 Results travel in groups: whatever finished in the last ``REPORT_INTERVAL`` (0.5) seconds, and
 the rest with ``done``, so a batch of fast items costs the supervisor one or two messages,
@@ -139,12 +143,38 @@ def encode_line(index: int, value: Any) -> str:
     return f'{{"input_index": {index}, "result": {encode_value(value)}}}'
 
 
-_SUCCESS = str(Status.SUCCESS)
 _ERROR = str(Status.ERROR)
 # seconds between result groups within a batch: each group wakes the supervisor, which
 # competes with the workers for the cores; a worker's death loses at most this much work
 REPORT_INTERVAL = 0.5
 REPORT_MAX_ITEMS = 1000  # and at most this many results held back
+
+
+Failure = tuple[int, str, dict[str, str]]  # (index, status, error)
+Group = tuple[list[int], str | list[Any], list[Failure]]  # (indices, results, failures)
+
+
+def message(batch_id: int, group: Group, stats: dict[str, Any] | None) -> tuple[Any, ...]:
+    return ("items", batch_id, *group) if stats is None else ("done", batch_id, *group, stats)
+
+
+def picklable(group: Group) -> Group:
+    """The group, each value that cannot be pickled turned into its item's error."""
+    indices, results, failures = group
+    if isinstance(results, str):
+        return group  # text and error payloads (strings) always pickle
+    kept: list[int] = []
+    values: list[Any] = []
+    for index, value in zip(indices, results, strict=True):
+        try:
+            pickle.dumps(value)
+        except (TypeError, AttributeError, ValueError, pickle.PicklingError) as exc:
+            detail = error_payload(TypeError(f"result of item {index} cannot be pickled: {exc}"))
+            failures.append((index, str(Status.ERROR), detail))
+        else:
+            kept.append(index)
+            values.append(value)
+    return kept, values, failures
 
 
 class WorkerLoop:
@@ -156,7 +186,7 @@ class WorkerLoop:
         self.encode_json: bool = spec["encode_json"]
         self.trim = malloc_trimmer() if spec.get("trim") else None
         # results since the last report, in the order the items ran: (index, value) for a
-        # success (encoded at the report), the whole entry for a failure
+        # success (encoded at the report), (index, status, error) for a failure
         self.held: list[tuple[Any, ...]] = []
         self.report_at = 0.0
 
@@ -165,63 +195,47 @@ class WorkerLoop:
         if status is Status.SUCCESS:
             self.held.append((index, value))
         else:
-            self.held.append((index, str(status), value, None, error))
+            self.held.append((index, str(status), error))
 
-    def _entries(self) -> list[tuple[int, str, Any, str | None, dict[str, str] | None]]:
-        """The held results as entries, in the order the items ran; successes are
-        JSON-encoded here, off the supervisor.
+    def _group(self) -> Group:
+        """The held results as one group: successes JSON-encoded here, off the supervisor.
 
         A whole group at once, in one tight loop: encoding each item right after it ran
         costs several times more (the encoder's code and data are cold by then)."""
         held, self.held = self.held, []
-        entries: list[tuple[int, str, Any, str | None, dict[str, str] | None]] = []
-        add, encode_json = entries.append, self.encode_json
+        indices: list[int] = []
+        values: list[Any] = []
+        lines: list[str] = []
+        failures: list[Failure] = []
+        keep, encode_json = indices.append, self.encode_json
         for entry in held:
             if len(entry) != 2:
-                add(entry)  # a failure, as it is
+                failures.append(entry)
                 continue
             index, value = entry
             if not encode_json:
-                add((index, _SUCCESS, value, None, None))
-                continue
-            try:
-                add((index, _SUCCESS, None, encode_line(index, value), None))
-            except (TypeError, ValueError) as exc:
-                problem = TypeError(f"result of item {index} is not JSON-serializable: {exc}")
-                add((index, _ERROR, None, None, error_payload(problem)))
-        return entries
+                values.append(value)
+            else:
+                try:
+                    lines.append(encode_line(index, value))
+                except (TypeError, ValueError) as exc:
+                    problem = TypeError(f"result of item {index} is not JSON-serializable: {exc}")
+                    failures.append((index, _ERROR, error_payload(problem)))
+                    continue
+            keep(index)
+        if encode_json:
+            return indices, "".join(f"{line}\n" for line in lines), failures
+        return indices, values, failures
 
     def report(self, batch_id: int, stats: dict[str, Any] | None = None) -> None:
         """Send the held results (with ``stats``: the batch's ``done``)."""
-        results = self._entries()
+        group = self._group()
         self.report_at = time.monotonic() + REPORT_INTERVAL
         try:
-            message = (
-                ("items", batch_id, results)
-                if stats is None
-                else ("done", batch_id, results, stats)
-            )
-            self.conn.send(message)
+            self.conn.send(message(batch_id, group, stats))
         except (TypeError, AttributeError, ValueError, pickle.PicklingError):
             # a result that cannot be pickled (nothing was sent): that item becomes an error
-            self.conn.send(self._picklable(batch_id, results, stats))
-
-    def _picklable(
-        self, batch_id: int, results: list[Any], stats: dict[str, Any] | None
-    ) -> tuple[Any, ...]:
-        checked = []
-        for entry in results:
-            try:
-                pickle.dumps(entry)
-            except (TypeError, AttributeError, ValueError, pickle.PicklingError) as exc:
-                index = entry[0]
-                detail = error_payload(
-                    TypeError(f"result of item {index} cannot be pickled: {exc}")
-                )
-                checked.append((index, str(Status.ERROR), None, None, detail))
-            else:
-                checked.append(entry)
-        return ("items", batch_id, checked) if stats is None else ("done", batch_id, checked, stats)
+            self.conn.send(message(batch_id, picklable(group), stats))
 
     def run_items(self, batch_id: int, items: list[tuple[int, Any]]) -> None:
         mark, slot, function = SLOT.pack_into, self.slot, self.function
