@@ -23,7 +23,10 @@ class SourceReader:
 
     CHUNK = 256
 
-    def __init__(self, source: Source, capacity: int, wanted: Callable[[int], bool]) -> None:
+    def __init__(
+        self, source: Source, capacity: int, wanted: Callable[[int], bool] | None = None
+    ) -> None:
+        """``wanted``: which input indices to run (None: all of them, a new run's case)."""
         self.queue: queue.Queue[list[Any]] = queue.Queue(maxsize=max(2, capacity // self.CHUNK))
         self._source = source
         self._wanted = wanted
@@ -69,9 +72,10 @@ class SourceReader:
         return True
 
     def _run(self) -> None:
+        wanted = self._wanted
         try:
             for item in self._source:
-                if not self._wanted(item.index):
+                if wanted is not None and not wanted(item.index):
                     continue  # done in an earlier session (resume), or not asked for
                 if not self._add(item):
                     return

@@ -251,7 +251,8 @@ class Supervisor:
         self.session = self.journal.begin_session()
         self.job = self.limiter.create_group("job", self.memory, oom_group=self.config.group)
         capacity = max(256, 4 * self.config.workers * self.config.batch_size)
-        self.reader = SourceReader(self.source, capacity, self.wanted)
+        every = self.only is None and not self.done.range_count  # a new run: no index to skip
+        self.reader = SourceReader(self.source, capacity, None if every else self.wanted)
         self.reader.start()
         threading.Thread(target=self._count_source, name="oomguard-count", daemon=True).start()
         self.monitor = Monitor(
