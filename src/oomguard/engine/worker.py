@@ -170,7 +170,7 @@ def picklable(group: Group) -> Group:
             pickle.dumps(value)
         except (TypeError, AttributeError, ValueError, pickle.PicklingError) as exc:
             detail = error_payload(TypeError(f"result of item {index} cannot be pickled: {exc}"))
-            failures.append((index, str(Status.ERROR), detail))
+            failures.append((index, _ERROR, detail))
         else:
             kept.append(index)
             values.append(value)
