@@ -24,7 +24,7 @@ from oomguard.engine.config import JobConfig
 from oomguard.engine.forking import ForkedProcess, ForkServer
 from oomguard.engine.items import Batch
 from oomguard.engine.sinks import Results
-from oomguard.engine.worker import AFTER_ITEMS, SLOT, SLOT_SIZE
+from oomguard.engine.worker import AFTER_ITEMS, SLOT, SLOT_SIZE, Failure
 from oomguard.limits.base import Limiter, MemoryGroup
 
 
@@ -49,7 +49,7 @@ class WorkerHandle:
     usage_at_start: int = 0
     results: list[Results] = field(default_factory=list)  # groups of successes reported
     reported: set[int] = field(default_factory=set)
-    item_failures: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
+    item_failures: list[Failure] = field(default_factory=list)
     batch_failure: tuple[str, dict[str, Any]] | None = None
     oom_event: bool = False
     kill_reason: str | None = None

@@ -46,7 +46,7 @@ def attempt_entry(
         "worker_pid": handle.pid,
         "alone": handle.attempt_alone,
         "side": bool(handle.side_share),  # held beside a runaway (the side lane)
-        "items_done": sum(len(group.indices) for group in handle.results),
+        "items_done": sum(map(len, handle.results)),
     }
     if status is not Status.SUCCESS:
         entry["error_class"] = str(status)

@@ -46,6 +46,9 @@ class Results:
     values: list[Any] | None = None
     lines: str | None = None
 
+    def __len__(self) -> int:
+        return len(self.indices)
+
     def pairs(self) -> list[tuple[int, Any]]:
         """``(input_index, result)`` for each item (of results not sent as lines)."""
         assert self.values is not None, "results sent as JSONL lines"

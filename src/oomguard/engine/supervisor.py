@@ -65,6 +65,7 @@ from oomguard.engine.recovery import (
 from oomguard.engine.run_record import attempt_entry, quantile_dict, write_manifest
 from oomguard.engine.sinks import OrderedWriter, Results, Sink, SinkError
 from oomguard.engine.sources import Source
+from oomguard.engine.worker import Failure
 from oomguard.errors import CgroupError, ConfigError, OomguardError
 from oomguard.journal.ranges import RangeSet
 from oomguard.journal.store import Checkpoint, Journal
@@ -792,7 +793,7 @@ class Supervisor:
         handle: WorkerHandle,
         indices: list[int],
         results: str | list[Any],
-        failures: list[tuple[int, str, dict[str, Any]]],
+        failures: list[Failure],
     ) -> None:
         """A group of results (worker.py): kept whole, written at the batch's end."""
         handle.reported.update(indices)
@@ -1235,7 +1236,7 @@ class Supervisor:
         if not results:
             return
         self.writer.write(results)  # in input order within the batch, as the worker ran them
-        self.counters.succeeded += sum(len(group.indices) for group in results)
+        self.counters.succeeded += sum(map(len, results))
 
     def quarantine_item(self, item: Item, status: Status, evidence: dict[str, Any]) -> None:
         self.staged_quarantine.append((item.index, str(status), evidence))
