@@ -74,7 +74,7 @@ def contenders(items: list[dict[str, float]]) -> dict[str, Timing]:
     from pebble import ProcessPool
 
     from oomguard import Job
-    from oomguard.engine.forking import close_idle
+    from oomguard.engine.fork_server import close_idle
 
     chunk = max(1, len(items) // (CORES * 20))
     results: dict[str, Timing] = {}
@@ -146,7 +146,7 @@ def fixed_cost_s(cold: bool) -> float:
     import statistics
 
     from oomguard import Job
-    from oomguard.engine.forking import close_idle
+    from oomguard.engine.fork_server import close_idle
 
     items = [{"i": i, "ms": 0.0} for i in range(2)]
     walls = []

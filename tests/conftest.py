@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from oomguard.engine.forking import close_idle
+from oomguard.engine.fork_server import close_idle
 from oomguard.limits import CgroupLimiter, probe_cgroup_access
 from oomguard.limits.cgroup import GROUP_PREFIX
 from oomguard.memory.cgroups import detect_setup
@@ -63,7 +63,7 @@ def nothing_left_behind() -> Iterator[None]:
     cgroups_before = _our_cgroups()
     temp_before = _temp_entries()
     yield
-    close_idle()  # the fork server kept for the next job (engine/forking.py) is ours to close
+    close_idle()  # the fork server kept for the next job (engine/fork_server.py) is ours to close
     me = psutil.Process()
     children = [p for p in me.children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
     leftover_cgroups = _our_cgroups() - cgroups_before

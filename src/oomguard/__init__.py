@@ -16,7 +16,7 @@ _EXPORTS = {
     "Job": "oomguard.engine.job",
     "JobConfig": "oomguard.engine.config",
     "RunResult": "oomguard.engine.job",
-    "Status": "oomguard.engine.classify",
+    "Status": "oomguard.classify",
     "BackendConfig": "oomguard.backends.config",
     "worker_context": "oomguard.engine.context",
     "Limiter": "oomguard.limits",
@@ -58,7 +58,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from oomguard.backends.config import BackendConfig
-    from oomguard.engine.classify import Status
+    from oomguard.classify import Status
     from oomguard.engine.config import JobConfig
     from oomguard.engine.context import worker_context
     from oomguard.engine.job import Job, RunResult

@@ -262,7 +262,7 @@ def status(run_dir: str, as_json: bool) -> None:
     """Progress, counts, quarantined items, recent events, and whether a supervisor is alive."""
     from pathlib import Path
 
-    from oomguard.engine.status import render_status, run_status
+    from oomguard.engine.run_status import render_status, run_status
 
     report = run_status(Path(run_dir))
     if as_json:
@@ -364,7 +364,7 @@ def simulate_pressure_command(
     target_mb: int, native: bool, tolerance_mb: float | None, retain_mb: int, as_json: bool
 ) -> None:
     """Allocate, free, trim: does memory go back to the OS? (exit 0 reclaimed, 1 not)."""
-    from oomguard.repro.pressure import simulate_pressure
+    from oomguard.repro.simulate_pressure import simulate_pressure
 
     report = simulate_pressure(
         target_mb, native=native, retain_mb=retain_mb, tolerance_mb=tolerance_mb

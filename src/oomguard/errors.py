@@ -37,3 +37,15 @@ class CgroupPermissionError(CgroupError):
 
 class LimiterUnavailable(OomguardError):
     """No way to enforce memory limits was found (see ``oomguard doctor``)."""
+
+
+class SinkError(OomguardError):
+    """The sink could not take results (disk full, permissions): the run stops, resumable."""
+
+
+class ForkServerGone(OomguardError):
+    """The fork server died or stopped answering; the engine falls back to spawning."""
+
+
+class BackendFailed(OomguardError):
+    """The backend could not be kept alive within its restart budget."""

@@ -14,8 +14,8 @@ import pytest
 
 from oomguard import BackendConfig, ConfigError, Job, RunResult
 from oomguard.backends.errors import means_backend_failure
-from oomguard.backends.supervisor import BackendFailed
-from oomguard.engine.pressure import assess
+from oomguard.engine.pressure_level import assess
+from oomguard.errors import BackendFailed
 from oomguard.journal import Journal
 from oomguard.limits import CgroupLimiter
 from oomguard.memory.gpu import GpuMemory, GpuReport

@@ -60,16 +60,14 @@ def test_pause_and_resume_have_hysteresis() -> None:
     admission = Admission(
         AdmissionConfig(target=0.80, high_water=0.85, psi_some_avg10=40), budget=1000
     )
-    assert admission.update_pressure(700, 0.0) is None
-    assert admission.update_pressure(860, 0.0) == "pause"
-    assert (
-        admission.update_pressure(820, 0.0) is None
-    )  # between target and high water: still paused
+    assert admission.update_pause(700, 0.0) is None
+    assert admission.update_pause(860, 0.0) == "pause"
+    assert admission.update_pause(820, 0.0) is None  # between target and high water: still paused
     assert admission.paused
-    assert admission.update_pressure(790, 0.0) == "resume"
-    assert admission.update_pressure(500, 55.0) == "pause"  # memory stalls pause too
-    assert admission.update_pressure(500, 50.0) is None
-    assert admission.update_pressure(500, 5.0) == "resume"
+    assert admission.update_pause(790, 0.0) == "resume"
+    assert admission.update_pause(500, 55.0) == "pause"  # memory stalls pause too
+    assert admission.update_pause(500, 50.0) is None
+    assert admission.update_pause(500, 5.0) == "resume"
     assert admission.pauses == 2
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from oomguard.engine import forking
-from oomguard.engine.forking import ForkServer, boot, close_idle, idle_pid, release
+from oomguard.engine import fork_server
+from oomguard.engine.fork_server import ForkServer, boot, close_idle, idle_pid, release
 
 WHOAMI = [{"kind": "whoami"} for _ in range(2)]
 
@@ -45,7 +45,7 @@ def test_the_next_job_forks_its_workers_from_the_server_the_last_one_left(run_jo
     _, first = run_job(WHOAMI, name="first")
     kept = idle_pid()
     assert kept == server_of(first)  # kept, idle, after the run
-    assert psutil.Process(kept).cmdline()[-2] == "oomguard.engine.forkserver"
+    assert psutil.Process(kept).cmdline()[-2] == "oomguard.engine.fork_server_main"
     _, second = run_job(WHOAMI, name="second")
     assert server_of(second) == kept
     assert idle_pid() == kept
@@ -68,7 +68,7 @@ def test_a_job_in_another_environment_or_directory_starts_its_own(
 
 
 def test_an_idle_server_is_closed_after_its_time(run_job, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(forking, "IDLE_SECONDS", 0.0)
+    monkeypatch.setattr(fork_server, "IDLE_SECONDS", 0.0)
     _, lines = run_job(WHOAMI)
     assert gone(server_of(lines))
     assert idle_pid() is None
@@ -116,7 +116,7 @@ def test_no_server_outlives_the_process_that_ran_jobs(tmp_path: Path) -> None:
     script = (
         "import sys\n"
         "from oomguard import Job\n"
-        "from oomguard.engine.forking import idle_pid\n"
+        "from oomguard.engine.fork_server import idle_pid\n"
         f"Job('tests.engine.workloads:work', source=[{{'kind': 'ok', 'value': 1}}],"
         f" sink={str(tmp_path / 'out.jsonl')!r}, run_dir={str(tmp_path / 'run')!r},"
         " log_format='quiet').run()\n"

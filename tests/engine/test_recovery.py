@@ -1,6 +1,6 @@
 """The recovery ladder, rung by rung (pure policy, no processes)."""
 
-from oomguard.engine.classify import Status, classify_exception
+from oomguard.classify import Status, classify_exception
 from oomguard.engine.items import Batch, Item
 from oomguard.engine.recovery import Policy, after_failure, pin_item, retry_uncounted
 

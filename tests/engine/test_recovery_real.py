@@ -209,9 +209,11 @@ def test_workers_are_forked_by_the_fork_server_and_spawned_without_it(
     for result in (forked, spawned):
         events = [e["event"] for e in result.summary["events"]]
         assert "fork_server_unavailable" not in events
-    assert all("oomguard.engine.forkserver" in line["result"]["parent"] for line in forked_lines)
+    assert all(
+        "oomguard.engine.fork_server_main" in line["result"]["parent"] for line in forked_lines
+    )
     assert not any(
-        "oomguard.engine.forkserver" in line["result"]["parent"] for line in spawned_lines
+        "oomguard.engine.fork_server_main" in line["result"]["parent"] for line in spawned_lines
     )
     for line in forked_lines + spawned_lines:  # either way: first in line, in its own cgroup
         assert line["result"]["oom_score_adj"] == 1000 and "-job/w" in line["result"]["cgroup"]
@@ -227,7 +229,7 @@ def test_a_dead_fork_server_falls_back_to_spawning(run_job) -> None:
     crashed = [a for a in manifest(result.run_dir) if a["status"] == "worker_crash"]
     assert [a["input_indices"] for a in crashed] == [[2]]  # retried, by a spawned worker
     # after the fall-back the worker's parent is the supervisor's interpreter
-    assert "oomguard.engine.forkserver" not in " ".join(lines[2]["result"]["parent"])
+    assert "oomguard.engine.fork_server_main" not in " ".join(lines[2]["result"]["parent"])
 
 
 def test_a_batch_retried_alone_has_the_budget_to_itself(

@@ -80,7 +80,7 @@ def work(item: dict[str, Any]) -> Any:
         from oomguard import worker_context
 
         parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
-        if worker_context().attempt == 1 and b"oomguard.engine.forkserver" in parent:
+        if worker_context().attempt == 1 and b"oomguard.engine.fork_server_main" in parent:
             os.kill(os.getppid(), 9)
             os._exit(7)
         return {"parent": parent.decode(errors="replace").split("\0")[1:3]}

@@ -16,8 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from oomguard import ConfigError, Job
-from oomguard.engine.forking import close_idle, idle_pid
-from oomguard.engine.sinks import SinkError
+from oomguard.engine.fork_server import close_idle, idle_pid
+from oomguard.errors import SinkError
 from oomguard.journal import Checkpoint, Journal, RangeSet, RunLock, decode_ranges, encode_ranges
 from oomguard.limits import CgroupLimiter
 from tests.engine.conftest import WORK, read_output, write_jsonl

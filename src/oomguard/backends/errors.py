@@ -1,6 +1,6 @@
 """Which worker errors mean "the backend is gone or out of memory" — shared with the engine.
 
-The out-of-memory texts are the engine's one table (:mod:`oomguard.engine.classify`); the
+The out-of-memory texts are the engine's one table (:mod:`oomguard.classify`); the
 connection texts are added here. Extend with :func:`add_backend_pattern`.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from oomguard.engine.classify import mentions_out_of_memory
+from oomguard.classify import mentions_out_of_memory
 
 BACKEND_GONE_PATTERNS: list[re.Pattern[str]] = [
     re.compile(p, re.IGNORECASE)

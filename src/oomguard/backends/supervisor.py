@@ -32,15 +32,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from oomguard.backends.config import BackendConfig
-from oomguard.errors import OomguardError
+from oomguard.errors import BackendFailed
 from oomguard.limits.base import Limiter, MemoryGroup
 from oomguard.wakeup import WakePipe
 
 State = Literal["starting", "ready", "down", "failed", "stopped"]
-
-
-class BackendFailed(OomguardError):
-    """The backend could not be kept alive within its restart budget."""
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ _EXPORTS = {
     "Job": "oomguard.engine.job",
     "JobConfig": "oomguard.engine.config",
     "RunResult": "oomguard.engine.job",
-    "Status": "oomguard.engine.classify",
-    "add_memory_pattern": "oomguard.engine.classify",
-    "mentions_out_of_memory": "oomguard.engine.classify",
+    "Status": "oomguard.classify",
+    "add_memory_pattern": "oomguard.classify",
+    "mentions_out_of_memory": "oomguard.classify",
 }
 
 __getattr__ = lazy_exports(__name__, _EXPORTS)
@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from oomguard.engine.classify import (
+    from oomguard.classify import (
         Status,
         add_memory_pattern,
         mentions_out_of_memory,

@@ -30,49 +30,84 @@ nothing. Two runaways that together pass the target would each die short of the 
 budget: the one holding most goes on; the others are stopped and run again, uncounted,
 after it, one at a time (each is admitted at what it reached, so two would fit side by
 side and grow into each other before either looked like a runaway again). The supervisor
-reads the job's usage fresh each time it looks, and looks every 50 ms once it holds a
-quarter of the budget: a process fills memory at about 1 GiB/s.
+reads the job's usage fresh each time it looks, and looks every ``watch_interval`` (50 ms)
+once it holds ``busy_share`` (a quarter) of the budget: a process fills memory at about
+1 GiB/s (:meth:`Admission.watch_timeout`).
 
 The side lane (opt-in, ``side_lane``): the cores a runaway leaves idle get batches *held*
 at a ceiling, whose processes the kernel stalls (not kills) there (v1: the limit with the
 OOM killer off; v2: ``memory.high``), only where the batch most likely fits (its median
 learned cost: a wrong guess costs a stall, not a kill). Together they hold at most
-``side_share`` of the budget, half of what a death may fall short of the whole budget and
-still count as a death alone (``alone_fraction``), so a runaway killed beside them is
-still quarantined at once. A held batch that stalls is stopped and runs again after the
-runaway; one known to need more than the side room waits. One side batch per core the
-runaways leave free; ``max_in_flight`` still caps the total. The lane is speculation and
+``side_share`` of the budget, by default half of what a death may fall short of the whole
+budget and still count as a death alone (``alone_fraction``), so a runaway killed beside
+them is still quarantined at once. A held batch that stalls is stopped and runs again after
+the runaway; one known to need more than the side room waits. One side batch per core the
+runaways leave free (:meth:`Admission.side_lanes`); ``max_in_flight`` still caps the total.
+The mechanism is in ``engine/runaways.py``; the rules are here. The lane is speculation and
 is judged as such: it closes once what its stopped batches cost passes two thirds of what
 its finished ones did. Off by default: on the gauntlet (BENCHMARKS.md) it was no faster;
 most likely the side work competes with the runaway's page faults, and the runaways'
 growth, one after another, is the run's critical path.
 
-Pressure. Intake pauses when the job's real usage reaches ``high_water`` x budget, or
-PSI ``some avg10`` reaches ``psi_some_avg10``; it resumes only once usage is back below
-``target`` x budget and PSI below the threshold (hysteresis, so it does not flap).
+The intake pause. Intake pauses when the job's real usage reaches ``high_water`` x
+budget, or PSI ``some avg10`` reaches ``psi_some_avg10``; it resumes only once usage is
+back below ``target`` x budget and PSI below the threshold (hysteresis, so it does not
+flap).
+
+The numbers a user sets (``target``, ``high_water``, ``psi_threshold``, ``alone_fraction``,
+``side_lane``) take their defaults from :class:`~oomguard.engine.config.JobConfig`, their
+one home; :meth:`AdmissionConfig.for_job` makes the admission's config from a job's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from oomguard.engine.config import JobConfig
 from oomguard.engine.items import Batch
 from oomguard.metrics.registry import Registry
+
+MiB = 1024 * 1024
 
 
 @dataclass(frozen=True)
 class AdmissionConfig:
-    target: float = 0.80  # predicted in-flight total stays under this share of the job budget
-    high_water: float = 0.85  # real usage at this share pauses intake
-    psi_some_avg10: float = 40.0  # % of time some task stalled on memory (10 s average): pause
+    target: float = JobConfig.target  # predicted in-flight total stays under this share
+    high_water: float = JobConfig.high_water  # real usage at this share pauses intake
+    psi_some_avg10: float = JobConfig.psi_threshold  # PSI "some avg10" (%) at this: pause
     cost_quantile: float = 0.95  # a high quantile of the learned costs, robust to outliers
     warmup_batches: int = 3  # measured batches before the learned cost is trusted alone
     unknown_share: float = 0.25  # before that, a batch is assumed to need this share of the budget
     enabled: bool = True
     sequential: bool = False  # a per-item function: a batch's items run one at a time
     runaway_slack: float = 0.05  # grown past its prediction by this share of the budget: a runaway
-    side_share: float = 0.05  # held batches beside a runaway: at most this share of the budget
-    side_lane: bool = False  # opt-in: measured no faster on the gauntlet (BENCHMARKS.md)
+    alone_fraction: float = JobConfig.alone_fraction  # a death at this share of its room: alone
+    side_share: float | None = None  # held batches beside a runaway hold at most this share
+    # of the budget; None: half of what a death may fall short and still count as alone
+    side_lane: bool = JobConfig.side_lane  # opt-in: measured no faster on the gauntlet
+    side_minimum: int = 16 * MiB  # less side room than this is not worth a held batch
+    watch_interval: float = 0.05  # seconds between looks at the workers while memory is busy
+    busy_share: float = 0.25  # of the budget: from there, the loop looks every watch_interval
+    fastest_growth: int = 2 * 1024 * MiB  # bytes/s: faster than page faults fill memory
+
+    @classmethod
+    def for_job(cls, config: JobConfig) -> AdmissionConfig:
+        return cls(
+            target=config.target,
+            high_water=config.high_water,
+            psi_some_avg10=config.psi_threshold,
+            enabled=config.admission,
+            sequential=not config.batched,
+            alone_fraction=config.alone_fraction,
+            side_lane=config.side_lane,
+        )
+
+    @property
+    def side_room_share(self) -> float:
+        """The share of the budget the side lane may hold in all."""
+        if self.side_share is not None:
+            return self.side_share
+        return (1 - self.alone_fraction) / 2
 
 
 class CostModel:
@@ -206,15 +241,32 @@ class Admission:
         """Bytes a new held batch may have beside a runaway, with ``held`` bytes held already."""
         if not (self.config.enabled and self.config.side_lane and self.side_lane_pays()):
             return 0
-        return max(0, int(self.config.side_share * self.budget) - held)
+        room = max(0, int(self.config.side_room_share * self.budget) - held)
+        return room if room >= self.config.side_minimum else 0
+
+    def side_lanes(self, cpus: int, runaways: int) -> int:
+        """Held batches at most: one per core the runaways leave idle."""
+        return max(1, cpus - runaways)
+
+    def watch_timeout(self, usage: int | None) -> float:
+        """How long the loop may sleep with batches in flight: until they could have grown
+        to ``busy_share`` of the budget at the fastest a process fills memory, and from
+        there (or while intake is paused) ``watch_interval``: runaways are caught, and
+        paused intake resumed, by looking often. ``usage``: the job's, read just before."""
+        config = self.config
+        if self.paused or usage is None:
+            return config.watch_interval
+        return max(
+            config.watch_interval, (config.busy_share * self.budget - usage) / config.fastest_growth
+        )
 
     def admits(self, predicted_total: int, prediction: int, in_flight: int) -> bool:
         if not self.config.enabled or in_flight == 0:
             return True
         return predicted_total + prediction <= self.config.target * self.budget
 
-    def update_pressure(self, usage: int, psi_some_avg10: float | None) -> str | None:
-        """Pause/resume with hysteresis; returns "pause" or "resume" when the state changes."""
+    def update_pause(self, usage: int, psi_some_avg10: float | None) -> str | None:
+        """The intake pause, with hysteresis; returns "pause" or "resume" when it changes."""
         psi_high = psi_some_avg10 is not None and psi_some_avg10 >= self.config.psi_some_avg10
         if not self.paused and (usage >= self.config.high_water * self.budget or psi_high):
             self.paused = True

@@ -16,8 +16,8 @@ from typing import Any
 
 from oomguard.engine.artifacts import make_run_dir, open_private
 from oomguard.engine.config import DEFAULT_MEMORY_FRACTION, JobConfig, normalise
-from oomguard.engine.forking import ForkServer, boot, release
-from oomguard.engine.pool import worker_env
+from oomguard.engine.fork_server import ForkServer, boot, release
+from oomguard.engine.handles import worker_env
 from oomguard.engine.progress import make_progress
 from oomguard.engine.sinks import open_sink
 from oomguard.engine.sources import Source, open_source

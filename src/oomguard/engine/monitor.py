@@ -35,14 +35,13 @@ class Monitor:
     def __init__(
         self,
         log: MemoryLog,
-        job: MemoryGroup,
         workers: Callable[[], list[WorkerView]],
         in_flight: Callable[[], int],
         interval: float,
         slots: int,
     ) -> None:
         self.log = log
-        self.job = job
+        self.job: MemoryGroup | None = None  # the job's group, from start()
         self.workers = workers
         self.in_flight = in_flight
         self.interval = interval
@@ -62,13 +61,16 @@ class Monitor:
         self._gpu = read_gpus().available
         self._thread = threading.Thread(target=self._run, name="oomguard-monitor", daemon=True)
 
-    def start(self) -> None:
+    def start(self, job: MemoryGroup) -> None:
+        self.job = job
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        self.sample()  # a last row at the very end
+        """Stop sampling (a last row at the very end, if it ever started) and close the log."""
+        if self._thread.is_alive():
+            self._stop.set()
+            self._thread.join(timeout=10)
+            self.sample()
         self.log.close()
 
     def _run(self) -> None:
@@ -82,7 +84,7 @@ class Monitor:
         now = time.time()
         cgroup = 0
         try:
-            cgroup = self.job.usage()
+            cgroup = self.job.usage() if self.job is not None else 0
         except OSError:
             pass
         supervisor = self._supervisor.memory_info()

@@ -1,197 +1,262 @@
-"""Worker processes: start one in its own cgroup, talk to it, know the moment it dies.
+"""The worker pool: one slot per worker, the processes in them, and their lifecycle.
 
-Each worker is forked by the run's fork server (:mod:`oomguard.engine.forkserver`), or
-started as ``python -m oomguard.engine.worker FD SLOT_FD`` (a fresh interpreter) without
-one; never a fork of the threaded supervisor. It is joined to the supervisor by a socket
-pair and a shared 16-byte memfd slot where it marks the item it is running. Its death is
-seen through a pidfd — readable the instant the process exits, no polling.
+Starting a slot's worker (forked by the fork server, or a fresh interpreter when the
+server is gone), reading what workers say, recycling a worker that did its share or
+leaks (loky's check), killing one for a reason the verdict will read, group restarts, the
+per-batch timeout, and stopping them all. What a message or a death *means* is decided
+elsewhere (:mod:`oomguard.engine.outcomes`); the pool keeps the processes.
 """
 
 from __future__ import annotations
 
-import mmap
-import os
-import select
-import socket
-import subprocess
-import sys
+import collections
+import functools
+import selectors
 import time
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
+from collections.abc import Iterator
+from multiprocessing.connection import wait
 from typing import Any
 
+from oomguard.engine import protocol
 from oomguard.engine.config import JobConfig
-from oomguard.engine.forking import ForkedProcess, ForkServer
-from oomguard.engine.items import Batch
-from oomguard.engine.sinks import Results
-from oomguard.engine.worker import AFTER_ITEMS, SLOT, SLOT_SIZE, Failure
-from oomguard.limits.base import Limiter, MemoryGroup
+from oomguard.engine.fork_server import ForkServer
+from oomguard.engine.handles import (
+    KillReason,
+    WorkerHandle,
+    WorkerState,
+    close_worker,
+    start_worker,
+    worker_env,
+)
+from oomguard.engine.ledger import Ledger
+from oomguard.engine.monitor import WorkerView
+from oomguard.engine.protocol import BatchFailure
+from oomguard.errors import ConfigError, ForkServerGone, OomguardError
+from oomguard.limits.base import Limiter, MemoryGroup, OomEvent
+from oomguard.sizes import mib
+
+FIRST_WORKER_TIMEOUT = 120.0  # seconds for the first worker to load the user's function
+STOP_GRACE = 5.0  # seconds workers have to stop when asked, at the end of a run
 
 
-@dataclass
-class WorkerHandle:
-    slot: int
-    generation: int
-    proc: subprocess.Popen[bytes] | ForkedProcess
-    conn: Connection
-    pidfd: int
-    group: MemoryGroup
-    oom_baseline: int
-    state: str = "starting"  # starting | idle | busy | retiring (recycled: asked to stop)
-    batch: Batch | None = None
-    started_at: float = 0.0
-    started_wall: float = 0.0
-    attempt_alone: bool = False  # the batch ran with the pool drained (as dispatched)
-    prediction: int = 0  # the admitted batch's predicted cost, bytes
-    ticket: int = 0  # its concurrency ticket: one in-flight limit cut per OOM event
-    first_rss: int | None = None  # RSS after its first batch: the leak check's reference
-    deadline: float | None = None
-    usage_at_start: int = 0
-    results: list[Results] = field(default_factory=list)  # groups of successes reported
-    reported: set[int] = field(default_factory=set)
-    item_failures: list[Failure] = field(default_factory=list)
-    batch_failure: tuple[str, dict[str, Any]] | None = None
-    oom_event: bool = False
-    kill_reason: str | None = None
-    batches_done: int = 0
-    poller: Any = None  # a select.poll on the connection, for cheap "more to read?" checks
-    running: mmap.mmap | None = None  # the shared slot: (batch_id, index) of the running item
-    side_share: int = 0  # bytes of side room it is held to beside a runaway (0: not held)
-    side_since: float = 0.0
+class WorkerPool:
+    def __init__(
+        self,
+        config: JobConfig,
+        limiter: Limiter,
+        spec: dict[str, Any],
+        ledger: Ledger,
+        selector: selectors.BaseSelector,
+    ) -> None:
+        self.config = config
+        self.limiter = limiter
+        self.spec = spec
+        self.ledger = ledger
+        self.selector = selector
+        self.workers: dict[int, WorkerHandle] = {}
+        self.job: MemoryGroup | None = None
+        self.fork_server: ForkServer | None = None
+        self._generations: collections.Counter[int] = collections.Counter()
+        self._oom_pids: set[int] = set()  # victims the watchdog named
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+    # ---------------------------------------------------------------- starting
 
-    def running_item(self) -> int | None:
-        """The index of the item the worker is running (or was, when it died) in its batch.
-
-        None when it has not started one of this batch's items, or has finished them all.
-        """
-        if self.running is None or self.batch is None:
-            return None
-        batch_id, index = SLOT.unpack_from(self.running)
-        if batch_id != self.batch.batch_id or index == AFTER_ITEMS:
-            return None
-        return int(index)
-
-    def items_over(self) -> bool:
-        """The worker got past the last item of its batch (trimming, reporting)."""
-        if self.running is None or self.batch is None:
-            return False
-        return SLOT.unpack_from(self.running) == (self.batch.batch_id, AFTER_ITEMS)
-
-    def reset_batch(self) -> None:
-        self.batch = None
-        self.deadline = None
-        self.results = []
-        self.reported = set()
-        self.item_failures = []
-        self.batch_failure = None
-        self.oom_event = False
-        self.kill_reason = None
-
-
-def worker_env(config: JobConfig) -> dict[str, str]:
-    """Allocator settings for workers (and the fork server they are forked from), unless
-    the user set them already."""
-    env = {}
-    if config.malloc_arena_max is not None and "MALLOC_ARENA_MAX" not in os.environ:
-        env["MALLOC_ARENA_MAX"] = str(config.malloc_arena_max)
-    if config.malloc_trim_threshold is not None and "MALLOC_TRIM_THRESHOLD_" not in os.environ:
-        env["MALLOC_TRIM_THRESHOLD_"] = str(config.malloc_trim_threshold)
-    return env
-
-
-def start_worker(
-    limiter: Limiter,
-    job: MemoryGroup,
-    slot: int,
-    generation: int,
-    spec: dict[str, Any],
-    worker_memory: int | None,
-    env: dict[str, str] | None = None,
-    server: ForkServer | None = None,
-) -> WorkerHandle:
-    """Start a worker, move it into a fresh cgroup, then let it load the user's code.
-
-    Forked by ``server`` when there is one (milliseconds), else spawned as a fresh
-    interpreter. Either way it waits for ``init`` before anything of the user's runs.
-    """
-    group = limiter.create_group(f"w{slot}-{generation}", worker_memory, parent=job)
-    ours, theirs = socket.socketpair()
-    slot_fd = os.memfd_create("oomguard-running-item", os.MFD_CLOEXEC)
-    proc: subprocess.Popen[bytes] | ForkedProcess
-    try:
-        os.ftruncate(slot_fd, SLOT_SIZE)
-        running = mmap.mmap(slot_fd, SLOT_SIZE)
-        joins_itself = server is not None and group.join_file() is not None
-        if server is not None:
-            pid = server.spawn(theirs.fileno(), slot_fd, group.join_file())
-            proc = ForkedProcess(server, pid, _pidfd(pid))
-            pidfd = proc.pidfd
+    def use_fork_server(self, booted: ForkServer | OSError | None) -> None:
+        """``booted``: started by the caller as early as it could, the error if it could not
+        start, None where workers start as fresh interpreters (``start_method="spawn"``)."""
+        if isinstance(booted, OSError):
+            self.fork_server_lost(booted)
         else:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "oomguard.engine.worker",
-                    str(theirs.fileno()),
-                    str(slot_fd),
-                ],
-                pass_fds=(theirs.fileno(), slot_fd),
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})},
-            )
-            pidfd = os.pidfd_open(proc.pid)
-    except BaseException:
-        ours.close()
-        theirs.close()
-        os.close(slot_fd)
-        group.remove()
-        raise
-    finally:
-        theirs.close()
-    os.close(slot_fd)
-    conn = Connection(ours.detach())
-    if not joins_itself:
-        group.add_pid(proc.pid)
-    handle = WorkerHandle(
-        slot=slot,
-        generation=generation,
-        proc=proc,
-        conn=conn,
-        pidfd=pidfd,
-        group=group,
-        oom_baseline=group.read().oom_kill,
-        started_at=time.monotonic(),
-        running=running,
-    )
-    handle.poller = select.poll()
-    handle.poller.register(conn.fileno(), select.POLLIN)
-    conn.send(("init", spec))
-    return handle
+            self.fork_server = booted
 
+    def fork_server_lost(self, err: BaseException) -> None:
+        """Without a fork server workers start as fresh interpreters: slower, as good."""
+        self.ledger.event("fork_server_unavailable", error=str(err))
+        if self.fork_server is not None:
+            self.fork_server.close()
+        self.fork_server = None
 
-def _pidfd(pid: int) -> int:
-    """A pidfd for ``pid``; for one that already ended (and was reaped), a descriptor that
-    is readable at once, so its death is handled like any other."""
-    try:
-        return os.pidfd_open(pid)
-    except ProcessLookupError:
-        return os.eventfd(1, os.EFD_CLOEXEC)
+    def start(self, job: MemoryGroup) -> None:
+        """Start every slot's worker in ``job``; returns once one has loaded the function
+        (load errors, such as a function that can't be imported, stop the run here)."""
+        self.job = job
+        if self.fork_server is not None:
+            try:
+                self.fork_server.wait_ready()
+            except (OSError, ForkServerGone) as err:
+                self.fork_server_lost(err)
+        for slot in range(self.config.workers):
+            self.start_slot(slot)
+        while not any(w.state is WorkerState.READY for w in self.workers.values()):
+            ready = wait([w.conn for w in self.workers.values()], timeout=FIRST_WORKER_TIMEOUT)
+            if not ready:
+                raise OomguardError(f"no worker became ready within {FIRST_WORKER_TIMEOUT:.0f} s")
+            for handle in list(self.workers.values()):
+                if handle.conn in ready:
+                    for _ in self.read(handle):
+                        pass  # nothing was sent yet: only "ready" or "fatal" can come
 
-
-def close_worker(handle: WorkerHandle) -> None:
-    """Reap a dead worker and release everything it held (its cgroup included)."""
-    if handle.proc.poll() is None:
-        handle.proc.kill()
-    handle.proc.wait()
-    if handle.running is not None:
-        handle.running.close()
-    for closer in (handle.conn.close, lambda: os.close(handle.pidfd)):
+    def start_slot(self, slot: int) -> None:
+        assert self.job is not None
+        self._generations[slot] += 1
+        start = functools.partial(
+            start_worker,
+            self.limiter,
+            self.job,
+            slot,
+            self._generations[slot],
+            self.spec,
+            self.config.worker_memory,
+            worker_env(self.config),
+        )
         try:
-            closer()
+            handle = start(self.fork_server)
+        except ForkServerGone as err:
+            self.fork_server_lost(err)
+            handle = start(None)  # a fresh interpreter: slower, as good
+        self.workers[slot] = handle
+        self.selector.register(handle.conn, selectors.EVENT_READ, ("messages", handle))
+        self.selector.register(handle.pidfd, selectors.EVENT_READ, ("death", handle))
+        self.ledger.counters.worker_starts += 1
+
+    # ---------------------------------------------------------------- looking
+
+    def in_flight(self) -> int:
+        return sum(1 for w in self.workers.values() if w.attempt is not None)
+
+    def busy(self) -> list[WorkerHandle]:
+        return [w for w in self.workers.values() if w.attempt is not None]
+
+    def idle_worker(self) -> WorkerHandle | None:
+        return next((w for w in self.workers.values() if w.idle), None)
+
+    def current(self, handle: WorkerHandle) -> bool:
+        """Whether ``handle`` is still its slot's worker (not one already replaced)."""
+        return self.workers.get(handle.slot) is handle
+
+    def views(self) -> list[WorkerView]:
+        """What the monitor thread samples (a copy: the thread must not see the dict change)."""
+        return [WorkerView(w.slot, w.pid, w.group) for w in list(self.workers.values())]
+
+    def oom_seen(self, handle: WorkerHandle) -> tuple[bool, int]:
+        """Whether the kernel (or the watchdog) OOM-killed in ``handle``'s group, and how
+        many kills its counter shows since the worker started."""
+        try:
+            kills = handle.group.read().oom_kill - handle.oom_baseline
         except OSError:
-            pass
-    handle.group.remove()
+            kills = 0
+        return handle.oom_event or kills > 0 or handle.pid in self._oom_pids, kills
+
+    # ---------------------------------------------------------------- messages
+
+    def read(self, handle: WorkerHandle) -> Iterator[dict[str, Any]]:
+        """Take in what ``handle`` said; yields the stats of each batch it finished (the
+        caller settles the batch there, before the next message is read)."""
+        poll = handle.poller.poll  # Connection.poll() builds a selector per call
+        try:
+            while poll(0):
+                message = handle.conn.recv()
+                kind = message[0]
+                attempt = handle.attempt
+                if kind in (protocol.ITEMS, protocol.DONE):
+                    if attempt is not None and message[1] == attempt.batch.batch_id:
+                        attempt.take(message[2], message[3], message[4])
+                        if kind == protocol.DONE:
+                            yield message[5]
+                elif kind == protocol.BATCH_ERROR:
+                    if attempt is not None and message[1] == attempt.batch.batch_id:
+                        attempt.batch_failure = BatchFailure(message[2], message[3])
+                elif kind == protocol.READY:
+                    handle.state = WorkerState.READY
+                elif kind == protocol.FATAL:
+                    raise ConfigError(message[1])
+        except (EOFError, OSError):
+            pass  # the worker is gone; its death is handled from its pidfd
+
+    def note_oom_events(self, events: list[OomEvent]) -> None:
+        """OOM kills the limiter pushed: marked on their worker, each an event."""
+        by_key = {w.group.key: w for w in self.workers.values()}
+        for event in events:
+            if event.pid is not None:
+                self._oom_pids.add(event.pid)
+            handle = by_key.get(event.group)
+            if handle is not None:
+                handle.oom_event = True
+            self.ledger.event("oom_kill", at=event.time, group=event.group, source=event.source)
+
+    # ---------------------------------------------------------------- ending workers
+
+    def maybe_recycle(self, handle: WorkerHandle, stats: dict[str, Any]) -> None:
+        """Retire a worker that did its share, or whose idle RSS grew (loky's leak check)."""
+        rss = int(stats.get(protocol.RSS_AFTER, 0))
+        if handle.first_rss is None:
+            handle.first_rss = rss
+        limit = self.config.max_batches_per_worker
+        reason = None
+        if limit is not None and handle.batches_done >= limit:
+            reason = f"{handle.batches_done} batches done"
+        elif rss - handle.first_rss > self.config.recycle_rss_growth:
+            reason = f"RSS grew {mib(rss - handle.first_rss)} MiB over its first batch"
+        if reason is None:
+            return
+        handle.state = WorkerState.RETIRING
+        self.ledger.counters.recycled += 1
+        self.ledger.event("recycle", worker_pid=handle.pid, reason=reason)
+        try:
+            handle.conn.send((protocol.STOP,))
+        except OSError:
+            handle.proc.kill()
+
+    def kill_timed_out(self) -> None:
+        """Kill each worker whose batch ran past its deadline (a held batch may be stalled
+        at its ceiling: its clock runs again on release)."""
+        now = time.monotonic()
+        for handle in self.busy():
+            attempt = handle.attempt
+            assert attempt is not None
+            if attempt.deadline is not None and now >= attempt.deadline and not handle.held:
+                handle.kill(KillReason.TIMEOUT)
+
+    def next_deadline(self) -> float | None:
+        deadlines = [
+            w.attempt.deadline
+            for w in self.workers.values()
+            if w.attempt is not None and w.attempt.deadline is not None
+        ]
+        return min(deadlines) if deadlines else None
+
+    def restart_group(self, victim: WorkerHandle) -> None:
+        """One member OOM-killed: the whole group goes and comes back together, never
+        left half-alive (a model handler's processes, say)."""
+        self.ledger.counters.group_restarts += 1
+        self.ledger.event("group_restart", victim_pid=victim.pid)
+        for other in list(self.workers.values()):
+            if other is not victim and other.proc.poll() is None:
+                other.kill(KillReason.GROUP, replace=True)
+
+    def remove(self, handle: WorkerHandle) -> None:
+        """A dead worker out of the pool: reaped, its descriptors and cgroup released."""
+        if self.workers.get(handle.slot) is handle:
+            del self.workers[handle.slot]
+        for fileobj in (handle.conn, handle.pidfd):
+            try:
+                self.selector.unregister(fileobj)
+            except (KeyError, ValueError, OSError):
+                pass
+        close_worker(handle)
+
+    def stop_all(self) -> None:
+        """Ask every worker to stop, give them ``STOP_GRACE`` seconds, kill the rest."""
+        for handle in list(self.workers.values()):
+            try:
+                handle.conn.send((protocol.STOP,))
+            except OSError:
+                pass
+        deadline = time.monotonic() + STOP_GRACE
+        for handle in list(self.workers.values()):
+            try:
+                handle.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception:
+                handle.proc.kill()
+            self.remove(handle)
+        self.workers.clear()

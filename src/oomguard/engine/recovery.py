@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from oomguard.engine.classify import MEMORY_STATUSES, Status
+from oomguard.classify import MEMORY_STATUSES, Status
 from oomguard.engine.items import Batch, Item
 
 

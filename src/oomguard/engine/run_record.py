@@ -8,29 +8,32 @@ import os
 from pathlib import Path
 from typing import Any
 
+from oomguard.classify import Status
 from oomguard.engine.artifacts import open_private
-from oomguard.engine.classify import Status
-from oomguard.engine.pool import WorkerHandle
+from oomguard.engine.handles import Attempt
+from oomguard.engine.protocol import RSS_AFTER
 from oomguard.journal.store import Journal
 from oomguard.metrics.registry import Registry
 from oomguard.sizes import mib
 
 
 def attempt_entry(
-    handle: WorkerHandle,
+    attempt: Attempt,
+    pid: int,
     status: Status,
     peak: int | None,
     end: float,
     *,
+    held: bool = False,
     error: dict[str, Any] | None = None,
     evidence: dict[str, Any] | None = None,
-    stats: dict[str, int] | None = None,
+    stats: dict[str, Any] | None = None,
     bystander: bool = False,
 ) -> dict[str, Any]:
-    """The manifest's entry for the attempt ``handle`` ran (its batch) that ended at ``end``."""
-    assert handle.batch is not None
-    batch = handle.batch
-    start_wall = handle.started_wall
+    """The manifest's entry for ``attempt`` (run by worker ``pid``) that ended at ``end``;
+    ``held``: it ran in the side lane, held at a ceiling beside a runaway."""
+    batch = attempt.batch
+    start_wall = attempt.started_wall
     detail = error or evidence or {}
     entry: dict[str, Any] = {
         "batch_id": batch.batch_id,
@@ -42,23 +45,24 @@ def attempt_entry(
         "end": round(end, 3),
         "duration_sec": round(end - start_wall, 3),
         "peak_mb": mib(peak) if peak is not None else None,
-        "start_mb": mib(handle.usage_at_start),
-        "worker_pid": handle.pid,
-        "alone": handle.attempt_alone,
-        "side": bool(handle.side_share),  # held beside a runaway (the side lane)
-        "items_done": sum(map(len, handle.results)),
+        "start_mb": mib(attempt.usage_at_start),
+        "worker_pid": pid,
+        "alone": attempt.alone,
+        "side": held,
+        "items_done": sum(map(len, attempt.results)),
     }
     if status is not Status.SUCCESS:
         entry["error_class"] = str(status)
         entry["error_message"] = detail.get("message") or detail.get("type") or death_text(detail)
-    if handle.item_failures:
+    if attempt.item_failures:
         entry["items_failed"] = [
-            {"input_index": index, "status": failure} for index, failure, _ in handle.item_failures
+            {"input_index": failure.input_index, "status": failure.status}
+            for failure in attempt.item_failures
         ]
     if bystander:
         entry["bystander"] = True
     if stats:
-        entry["worker_rss_mb"] = mib(stats.get("rss_after", 0))
+        entry["worker_rss_mb"] = mib(stats.get(RSS_AFTER, 0))
     return entry
 
 

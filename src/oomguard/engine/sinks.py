@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from oomguard.engine.worker import encode_line
-from oomguard.errors import ConfigError, OomguardError
+from oomguard.errors import ConfigError, SinkError
 from oomguard.journal.ranges import RangeSet
 
 
@@ -81,10 +81,6 @@ class Prepared:
     indices: list[int]
     token: str | None
     parts: list[str] = field(default_factory=list)
-
-
-class SinkError(OomguardError):
-    """The sink could not take results (disk full, permissions): the run stops, resumable."""
 
 
 class Sink(Protocol):

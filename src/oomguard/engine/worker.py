@@ -1,30 +1,18 @@
 """The worker process: runs batches, reports results in groups, decides nothing.
 
 Forked by the fork server (or started as ``python -m oomguard.engine.worker FD SLOT_FD``)
-with one end of a socket pair and a 16-byte shared memory slot. It first waits for ``init``, which the
-supervisor sends only after moving it into its cgroup, so everything the user's code
-allocates is charged to that cgroup.
+with one end of a socket pair and a 16-byte shared memory slot. It first waits for
+``init``, which the supervisor sends only after moving it into its cgroup, so everything
+the user's code allocates is charged to that cgroup. The messages are in
+:mod:`oomguard.engine.protocol`.
 
-Protocol (pickled tuples over a multiprocessing Connection):
-
-    supervisor -> worker   ("init", spec) | ("batch", batch_id, [(index, value), ...], extra)
-                           | ("stop",)    extra: {"pressure": (level, reason), "attempt": n}
-    worker -> supervisor   ("ready", pid) | ("fatal", message)
-                           ("items", batch_id, indices, results, failures)
-                           ("batch_error", batch_id, status, error)
-                           ("done", batch_id, indices, results, failures, stats)
-
-    ``indices``: the items that succeeded, in the order they ran; ``results``: their JSONL
-    lines as one text (``encode_json``) or their values, a list; ``failures``:
-    ``[(index, status, error), ...]`` for the items that failed.
-
-Results travel in groups: whatever finished in the last ``REPORT_INTERVAL`` (0.5) seconds, and
-the rest with ``done``, so a batch of fast items costs the supervisor one or two messages,
-not one per item. Which item is running is not a message at all: before each item the
-worker writes ``(batch_id, index)`` into the shared slot (``(batch_id, -1)`` once the
-items are over). When the worker dies the supervisor reads the slot: that item is the one
-to blame; items that finished but were not reported yet are simply run again. This module
-imports little: every millisecond of start-up is paid again for each replacement worker.
+Results travel in groups: whatever finished in the last ``REPORT_INTERVAL`` (0.5) seconds,
+and the rest with ``done``, so a batch of fast items costs the supervisor one or two
+messages, not one per item. Which item is running is not a message at all: before each item
+the worker writes ``(batch_id, index)`` into the shared slot. When the worker dies the
+supervisor reads the slot: that item is the one to blame; items that finished but were not
+reported yet are simply run again. This module imports little: every millisecond of
+start-up is paid again for each replacement worker.
 """
 
 from __future__ import annotations
@@ -35,9 +23,7 @@ import json
 import mmap
 import os
 import pickle
-import resource
 import signal
-import struct
 import sys
 import time
 from collections.abc import Callable
@@ -45,8 +31,10 @@ from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-
 from multiprocessing.connection import Connection
 from typing import Any
 
-from oomguard.engine.classify import Status, classify_exception
+from oomguard.classify import Status, classify_exception
+from oomguard.engine import protocol
 from oomguard.engine.context import Pressure, WorkerContext, set_context
+from oomguard.engine.protocol import AFTER_ITEMS, SLOT, SLOT_SIZE, Group, ItemFailure
 from oomguard.limits.process import WORKER_OOM_SCORE_ADJ, apply_rlimit_as, set_oom_score_adj
 from oomguard.memory.own import own_rss
 
@@ -101,11 +89,6 @@ def error_payload(exc: BaseException) -> dict[str, str]:
     }
 
 
-SLOT = struct.Struct("qq")  # (batch_id, index of the running item; -1 when none runs)
-SLOT_SIZE = SLOT.size
-AFTER_ITEMS = -1
-
-
 def _not_json(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
@@ -150,14 +133,6 @@ REPORT_INTERVAL = 0.5
 REPORT_MAX_ITEMS = 1000  # and at most this many results held back
 
 
-Failure = tuple[int, str, dict[str, str]]  # (index, status, error)
-Group = tuple[list[int], str | list[Any], list[Failure]]  # (indices, results, failures)
-
-
-def message(batch_id: int, group: Group, stats: dict[str, Any] | None) -> tuple[Any, ...]:
-    return ("items", batch_id, *group) if stats is None else ("done", batch_id, *group, stats)
-
-
 def picklable(group: Group) -> Group:
     """The group, each value that cannot be pickled turned into its item's error."""
     indices, results, failures = group
@@ -170,7 +145,7 @@ def picklable(group: Group) -> Group:
             pickle.dumps(value)
         except (TypeError, AttributeError, ValueError, pickle.PicklingError) as exc:
             detail = error_payload(TypeError(f"result of item {index} cannot be pickled: {exc}"))
-            failures.append((index, _ERROR, detail))
+            failures.append(ItemFailure(index, _ERROR, detail))
         else:
             kept.append(index)
             values.append(value)
@@ -185,17 +160,11 @@ class WorkerLoop:
         self.batched: bool = spec["batched"]
         self.encode_json: bool = spec["encode_json"]
         self.trim = malloc_trimmer() if spec.get("trim") else None
-        # results since the last report, in the order the items ran: (index, value) for a
-        # success (encoded at the report), (index, status, error) for a failure
-        self.held: list[tuple[Any, ...]] = []
+        # results since the last report, in the order the items ran: successes as
+        # (index, value), encoded at the report; failures apart
+        self.held: list[tuple[int, Any]] = []
+        self.failed: list[ItemFailure] = []
         self.report_at = 0.0
-
-    def result(self, index: int, status: Status, value: Any, error: dict[str, str] | None) -> None:
-        """Hold one item's result for the next group (a success is encoded at the report)."""
-        if status is Status.SUCCESS:
-            self.held.append((index, value))
-        else:
-            self.held.append((index, str(status), error))
 
     def _group(self) -> Group:
         """The held results as one group: successes JSON-encoded here, off the supervisor.
@@ -203,16 +172,12 @@ class WorkerLoop:
         A whole group at once, in one tight loop: encoding each item right after it ran
         costs several times more (the encoder's code and data are cold by then)."""
         held, self.held = self.held, []
+        failures, self.failed = self.failed, []
         indices: list[int] = []
         values: list[Any] = []
         lines: list[str] = []
-        failures: list[Failure] = []
         keep, encode_json = indices.append, self.encode_json
-        for entry in held:
-            if len(entry) != 2:
-                failures.append(entry)
-                continue
-            index, value = entry
+        for index, value in held:
             if not encode_json:
                 values.append(value)
             else:
@@ -220,7 +185,7 @@ class WorkerLoop:
                     lines.append(encode_line(index, value))
                 except (TypeError, ValueError) as exc:
                     problem = TypeError(f"result of item {index} is not JSON-serializable: {exc}")
-                    failures.append((index, _ERROR, error_payload(problem)))
+                    failures.append(ItemFailure(index, _ERROR, error_payload(problem)))
                     continue
             keep(index)
         if encode_json:
@@ -232,10 +197,10 @@ class WorkerLoop:
         group = self._group()
         self.report_at = time.monotonic() + REPORT_INTERVAL
         try:
-            self.conn.send(message(batch_id, group, stats))
+            self.conn.send(protocol.results_message(batch_id, group, stats))
         except (TypeError, AttributeError, ValueError, pickle.PicklingError):
             # a result that cannot be pickled (nothing was sent): that item becomes an error
-            self.conn.send(message(batch_id, picklable(group), stats))
+            self.conn.send(protocol.results_message(batch_id, picklable(group), stats))
 
     def run_items(self, batch_id: int, items: list[tuple[int, Any]]) -> None:
         mark, slot, function = SLOT.pack_into, self.slot, self.function
@@ -244,10 +209,15 @@ class WorkerLoop:
             try:
                 result = function(value)
             except Exception as exc:  # user code: every exception is a classified result
-                self.result(index, classify_exception(exc), None, error_payload(exc))
+                self.failed.append(
+                    ItemFailure(index, str(classify_exception(exc)), error_payload(exc))
+                )
             else:
                 self.held.append((index, result))
-            if len(self.held) >= REPORT_MAX_ITEMS or time.monotonic() >= self.report_at:
+            if (
+                len(self.held) + len(self.failed) >= REPORT_MAX_ITEMS
+                or time.monotonic() >= self.report_at
+            ):
                 self.report(batch_id)
 
     def run_batch(self, batch_id: int, items: list[tuple[int, Any]]) -> None:
@@ -256,22 +226,21 @@ class WorkerLoop:
             results = self.function([value for _, value in items])
             results = list(results)
         except Exception as exc:
-            self.conn.send(
-                ("batch_error", batch_id, str(classify_exception(exc)), error_payload(exc))
-            )
+            status = str(classify_exception(exc))
+            self.conn.send((protocol.BATCH_ERROR, batch_id, status, error_payload(exc)))
             return
         if len(results) != len(items):
             problem = ValueError(
                 f"the batched function returned {len(results)} results for {len(items)} items"
             )
-            self.conn.send(("batch_error", batch_id, str(Status.ERROR), error_payload(problem)))
+            self.conn.send((protocol.BATCH_ERROR, batch_id, _ERROR, error_payload(problem)))
             return
         self.held.extend((index, result) for (index, _), result in zip(items, results, strict=True))
 
     def serve(self) -> None:
         while True:
             message = self.conn.recv()
-            if message[0] == "stop":
+            if message[0] == protocol.STOP:
                 return
             _, batch_id, items, extra = message
             set_context(
@@ -279,7 +248,6 @@ class WorkerLoop:
                     Pressure(*extra["pressure"]), batch_id=batch_id, attempt=extra["attempt"]
                 )
             )
-            rss_before = own_rss()
             self.report_at = time.monotonic() + REPORT_INTERVAL
             if self.batched:
                 self.run_batch(batch_id, items)
@@ -287,13 +255,7 @@ class WorkerLoop:
                 self.run_items(batch_id, items)
             SLOT.pack_into(self.slot, 0, batch_id, AFTER_ITEMS)
             trimmed = self.trim is not None and bool(self.trim(0))
-            stats = {
-                "rss_before": rss_before,
-                "rss_after": own_rss(),
-                "max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                "trimmed": trimmed,
-            }
-            self.report(batch_id, stats)
+            self.report(batch_id, {protocol.RSS_AFTER: own_rss(), protocol.TRIMMED: trimmed})
 
 
 def main(argv: list[str]) -> int:
@@ -308,16 +270,18 @@ def main(argv: list[str]) -> int:
         kind, spec = conn.recv()
     except EOFError:
         return 0
-    assert kind == "init"
+    assert kind == protocol.INIT
     sys.path[:0] = [p for p in spec["sys_path"] if p not in sys.path]
     if spec.get("rlimit_as"):
         apply_rlimit_as(spec["rlimit_as"])  # the coarse guard where no cgroup can be written
     try:
         loop = WorkerLoop(conn, spec, slot)
     except BaseException as exc:
-        conn.send(("fatal", f"cannot load {spec['function']!r}: {type(exc).__name__}: {exc}"))
+        conn.send(
+            (protocol.FATAL, f"cannot load {spec['function']!r}: {type(exc).__name__}: {exc}")
+        )
         return 1
-    conn.send(("ready", os.getpid()))
+    conn.send((protocol.READY,))
     try:
         loop.serve()
     except EOFError:

@@ -2,6 +2,6 @@
 
 from oomguard.repro.bundle import make_bundle
 from oomguard.repro.harness import ReproResult, reproduce
-from oomguard.repro.pressure import simulate_pressure
+from oomguard.repro.simulate_pressure import simulate_pressure
 
 __all__ = ["ReproResult", "make_bundle", "reproduce", "simulate_pressure"]

@@ -1,7 +1,9 @@
-"""How much memory pressure there is right now, in one word and a reason.
+"""The pressure level user code sees (``worker_context().pressure``): one word and a reason.
 
 System RAM (MemAvailable against MemTotal), GPU memory (NVML, per device) and the backend's
-recent out-of-memory restarts. The thresholds live in :class:`PressureThresholds`.
+recent out-of-memory restarts. Not the admission's intake pause (engine/admission.py),
+which reads the job's own cgroup and PSI. The thresholds live in
+:class:`PressureThresholds`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ class PressureThresholds:
     ram_critical: float = 0.05
     gpu_elevated: float = 0.875  # used share of a GPU: 14 GiB of a 16 GiB card
     gpu_critical: float = 0.95
+    backend_oom_seconds: float = 60.0  # a backend OOM this recent makes the level elevated
+    recheck_seconds: float = 1.0  # the level is read at most this often (every batch carries it)
 
 
 def assess(

@@ -8,7 +8,7 @@ single-threaded interpreter (never a fork of the threaded supervisor) that impor
 the worker module and then forks a worker per request. It imports none of the user's
 code, so nothing the user's libraries start (threads, GPU contexts) is ever forked.
 
-Started as ``python -m oomguard.engine.forkserver FD`` with one end of a SOCK_SEQPACKET
+Started as ``python -m oomguard.engine.fork_server_main FD`` with one end of a SOCK_SEQPACKET
 socket pair, in the workers' environment (so ``MALLOC_ARENA_MAX`` and friends, read by
 glibc once at start-up, hold for every child). Messages, one JSON object per packet:
 

@@ -1,4 +1,4 @@
-"""The supervisor's side of the fork server (:mod:`oomguard.engine.forkserver`).
+"""The supervisor's side of the fork server (:mod:`oomguard.engine.fork_server_main`).
 
 :class:`ForkServer` starts the server and asks it for workers; :class:`ForkedProcess` is
 what the engine holds for each one, with the part of ``subprocess.Popen`` it uses (``pid``,
@@ -25,15 +25,11 @@ import sys
 import threading
 import time
 
-from oomguard.errors import OomguardError
+from oomguard.errors import ForkServerGone
 
 START_TIMEOUT = 60.0  # seconds for the server to import the worker module and say ready
 UNKNOWN_CODE = 255  # a worker's exit code when the server that would report it is gone
 IDLE_SECONDS = 300.0  # an idle server kept for the next job is closed after this (loky's 300 s)
-
-
-class ForkServerGone(OomguardError):
-    """The fork server died or stopped answering; the engine falls back to spawning."""
 
 
 def boot(env: dict[str, str]) -> ForkServer | OSError:
@@ -129,7 +125,7 @@ class ForkServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "oomguard.engine.forkserver", str(theirs.fileno())],
+                [sys.executable, "-m", "oomguard.engine.fork_server_main", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 env=self.environ,

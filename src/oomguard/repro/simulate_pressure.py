@@ -123,7 +123,7 @@ def simulate_pressure(
     argv = [
         sys.executable,
         "-m",
-        "oomguard.repro.pressure",
+        "oomguard.repro.simulate_pressure",
         str(target_mb),
         "1" if native else "0",
         str(retain_mb),

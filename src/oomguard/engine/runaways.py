@@ -1,0 +1,167 @@
+"""Runaways and the side lane: the mechanism, under admission's rules (engine/admission.py).
+
+A runaway is a batch grown well past its prediction and growing still: a big item, or a
+poison one heading for the cap. While one runs, normal admission is closed. Two that
+together pass the target go one at a time: the one holding most goes on, the others are
+stopped (``preempted``, uncounted) and wait as suspects. With the side lane on, the cores
+the runaways leave idle get batches held at a small ceiling (the kernel stalls them there
+instead of killing them); a held batch that stalls is stopped, and when no runaway is left
+the holds are released and the batches set aside come first.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+from oomguard.engine.admission import Admission
+from oomguard.engine.handles import KillReason, WorkerHandle
+from oomguard.engine.intake import Intake
+from oomguard.engine.items import Batch
+from oomguard.engine.ledger import Ledger
+from oomguard.engine.monitor import Monitor
+from oomguard.engine.pool import WorkerPool
+from oomguard.errors import CgroupError
+
+Runaway = tuple[WorkerHandle, int]  # a busy worker, and the bytes it holds now
+Send = Callable[[WorkerHandle, Batch, int, int], None]  # (worker, batch, prediction, held)
+
+
+class Runaways:
+    def __init__(
+        self,
+        pool: WorkerPool,
+        intake: Intake,
+        admission: Admission,
+        ledger: Ledger,
+        monitor: Monitor,
+        max_in_flight: int,
+    ) -> None:
+        self.pool = pool
+        self.intake = intake
+        self.admission = admission
+        self.ledger = ledger
+        self.monitor = monitor
+        self.max_in_flight = max_in_flight
+        self.side_lane_open = False
+        self.side_lane_unavailable = False  # a hold failed: no side lane for this run
+
+    def find(self, job_usage: int | None) -> list[Runaway]:
+        """Busy workers whose batch grew well past its prediction and is growing still, with
+        the memory each holds now (``job_usage``: the whole job's, read just before)."""
+        found: list[Runaway] = []
+        if job_usage is not None and job_usage <= self.admission.slack:
+            return found  # none can have grown past its prediction by the slack
+        admission = self.admission
+        for handle in self.pool.busy():
+            attempt = handle.attempt
+            assert attempt is not None
+            if handle.held:
+                continue
+            try:
+                now = handle.group.usage()
+            except OSError:
+                continue
+            if not admission.over_prediction(now, attempt.usage_at_start, attempt.prediction):
+                continue
+            if admission.still_growing(self.monitor.recent_growth(handle.slot, handle.pid)):
+                found.append((handle, now))
+        return found
+
+    def one_at_a_time(self, runaways: list[Runaway]) -> None:
+        """Two runaways growing together past the target would each die short of the whole
+        budget, and neither death would prove anything: the one holding most goes on, the
+        others are stopped and run again, uncounted, when it is over (knowing what each
+        reached)."""
+        keep, _ = max(runaways, key=lambda runaway: runaway[1])
+        for handle, _ in runaways:
+            if handle is not keep and handle.kill(KillReason.PREEMPTED):
+                self.ledger.event("runaway_preempted", worker_pid=handle.pid, kept_pid=keep.pid)
+
+    def fill_side_lane(
+        self, runaways: int, next_batch: Callable[[], Batch | None], send: Send
+    ) -> None:
+        """The side lane: batches held at a small ceiling on the cores runaways leave idle."""
+        self.preempt_stalled()
+        psi = self.monitor.last_psi
+        if psi is not None and psi >= self.admission.config.psi_some_avg10:
+            return  # the machine is short of memory: nothing more, not even held
+        lanes = self.admission.side_lanes(os.cpu_count() or 1, runaways)
+        intake = self.intake
+        while True:
+            side = [w for w in self.pool.busy() if w.held]
+            share = self.admission.side_room(sum(w.held for w in side))
+            if len(side) >= lanes or self.pool.in_flight() >= self.max_in_flight or not share:
+                return
+            worker = self.pool.idle_worker()
+            if worker is None or not worker.group.can_hold or self.side_lane_unavailable:
+                return
+            batch = next_batch()
+            if batch is None:
+                return
+            intake.held = None
+            if batch.alone or batch.known_cost > share:
+                intake.set_aside.append(batch)  # known to need more
+                continue
+            if not self.admission.likely_fits_beside(batch, share):
+                intake.held = batch  # batches like it most likely need more: no side lane
+                return
+            if not self._hold(worker, share):
+                intake.held = batch
+                return
+            self.ledger.counters.side_batches += 1
+            send(worker, batch, share, share)
+
+    def _hold(self, worker: WorkerHandle, share: int) -> bool:
+        try:
+            worker.group.hold(worker.group.usage() + share)
+        except (OSError, CgroupError) as err:
+            self.side_lane_unavailable = True
+            self.ledger.event("side_lane", error=str(err))
+            return False
+        if not self.side_lane_open:
+            self.side_lane_open = True
+            self.ledger.event("side_lane", open=True)
+        return True
+
+    def preempt_stalled(self) -> None:
+        """A held batch stalled at its ceiling needs more than the side room: stop it, so
+        the room goes to another batch; it runs again, uncounted, once the runaway is over."""
+        for handle in self.pool.busy():
+            if handle.held and handle.kill_reason is None and handle.group.stalled():
+                handle.kill(KillReason.PREEMPTED)
+
+    def holding(self) -> bool:
+        """Whether anything waits for the runaways' end: set-aside batches or held workers."""
+        return bool(self.intake.set_aside) or any(w.held for w in self.pool.workers.values())
+
+    def release_holds(self) -> None:
+        """No runaway left: held workers get their own limit back, stalled ones go on, and
+        batches set aside for the runaway's end come first."""
+        now = time.monotonic()
+        stalled = 0
+        for handle in self.pool.workers.values():
+            if not handle.held:
+                continue
+            if handle.group.stalled():
+                stalled += 1
+            try:
+                handle.group.release()
+            except OSError:
+                pass  # its cgroup is gone with it: its death is being handled
+            attempt = handle.attempt
+            if attempt is not None:
+                if attempt.deadline is not None:
+                    attempt.deadline += now - handle.held_since  # a stall is not its time
+                attempt.prediction = max(
+                    handle.held,
+                    self.admission.predict_batch(attempt.batch),
+                    attempt.batch.known_cost,
+                )
+            handle.held = 0
+        self.ledger.counters.side_stalls += stalled
+        self.intake.release_set_aside()
+        if self.side_lane_open:
+            self.side_lane_open = False
+            self.ledger.event("side_lane", open=False, stalled=stalled)
