@@ -200,41 +200,20 @@ def start_worker(
     group = limiter.create_group(f"w{slot}-{generation}", worker_memory, parent=job)
     ours, theirs = socket.socketpair()
     slot_fd = os.memfd_create("oomguard-running-item", os.MFD_CLOEXEC)
-    proc: subprocess.Popen[bytes] | ForkedProcess
     try:
         os.ftruncate(slot_fd, SLOT_SIZE)
         running = mmap.mmap(slot_fd, SLOT_SIZE)
-        joins_itself = server is not None and group.join_file() is not None
-        if server is not None:
-            pid = server.spawn(theirs.fileno(), slot_fd, group.join_file())
-            proc = ForkedProcess(server, pid, _pidfd(pid))
-            pidfd = proc.pidfd
-        else:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "oomguard.engine.worker",
-                    str(theirs.fileno()),
-                    str(slot_fd),
-                ],
-                pass_fds=(theirs.fileno(), slot_fd),
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})},
-            )
-            pidfd = os.pidfd_open(proc.pid)
+        proc, pidfd = _launch(theirs.fileno(), slot_fd, group, env, server)
     except BaseException:
         ours.close()
-        theirs.close()
-        os.close(slot_fd)
         group.remove()
         raise
     finally:
         theirs.close()
-    os.close(slot_fd)
+        os.close(slot_fd)
     conn = Connection(ours.detach())
-    if not joins_itself:
-        group.add_pid(proc.pid)
+    if server is None or group.join_file() is None:
+        group.add_pid(proc.pid)  # else it joined its cgroup itself, before anything ran
     poller = select.poll()
     poller.register(conn.fileno(), select.POLLIN)
     handle = WorkerHandle(
@@ -249,6 +228,27 @@ def start_worker(
     )
     conn.send((protocol.INIT, spec))
     return handle
+
+
+def _launch(
+    conn_fd: int,
+    slot_fd: int,
+    group: MemoryGroup,
+    env: dict[str, str] | None,
+    server: ForkServer | None,
+) -> tuple[subprocess.Popen[bytes] | ForkedProcess, int]:
+    """The worker process and its pidfd: forked by ``server``, else a fresh interpreter."""
+    if server is not None:
+        pid = server.spawn(conn_fd, slot_fd, group.join_file())
+        forked = ForkedProcess(server, pid, _pidfd(pid))
+        return forked, forked.pidfd
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oomguard.engine.worker", str(conn_fd), str(slot_fd)],
+        pass_fds=(conn_fd, slot_fd),
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
+    return proc, os.pidfd_open(proc.pid)
 
 
 def _pidfd(pid: int) -> int:

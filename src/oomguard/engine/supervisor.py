@@ -101,64 +101,78 @@ class Supervisor:
             "rlimit_as": config.rlimit_as,
         }
         self.selector = selectors.DefaultSelector()
-        self.ledger = ledger = Ledger(journal, sink, run_dir, ordered=config.ordered, done=done)
-        self.intake = intake = Intake(config, source, ledger, done=done, only=only)
-        self.pool = pool = WorkerPool(config, limiter, spec, ledger, self.selector)
-        pool.use_fork_server(fork_server)
-        self.admission = admission = Admission(AdmissionConfig.for_job(config), memory)
-        max_in_flight = config.max_in_flight or config.workers
-        concurrency = Aimd(ceiling=min(config.workers, max_in_flight))
-        self.backend = backend = BackendLink(
-            config.backend,
-            limiter,
-            run_dir,
-            ledger,
-            concurrency=concurrency,
-            batch_limit=intake.batch_limit,
-        )
-        self.monitor = monitor = Monitor(
-            MemoryLog(run_dir / "memory_log.csv", config.workers),
-            pool.views,
-            pool.in_flight,
-            config.sample_interval,
-            config.workers,
-        )
-        self.kernel_log = KernelLogTail()  # the run's own kernel log lines, from now on
-        runaways = Runaways(pool, intake, admission, ledger, monitor, max_in_flight)
-        self.dispatch = dispatch = Dispatch(
-            config, memory, pool, intake, admission, concurrency, runaways, backend, ledger, monitor
-        )
-        self.outcomes = Outcomes(
-            config,
-            memory,
-            pool,
-            intake,
-            admission,
-            concurrency,
-            dispatch,
-            backend,
-            ledger,
-            monitor,
-            self.kernel_log,
-        )
-        self.record = RunSummary(
-            config,
-            memory,
-            spec,
-            limiter,
-            ledger,
-            intake,
-            pool,
-            admission,
-            concurrency,
-            backend,
-            monitor,
-        )
+        self._build_state(source, sink, spec, done, only, fork_server)
+        self._build_logic(spec)
         self.exporter: Exporter | None = None
         self.session = 0
         self.interrupted = False
         self.failure: str | None = None
         self.failure_error: BaseException | None = None
+
+    def _build_state(
+        self,
+        source: Source,
+        sink: Sink,
+        spec: dict[str, Any],
+        done: RangeSet,
+        only: RangeSet | None,
+        fork_server: ForkServer | OSError | None,
+    ) -> None:
+        """The parts that hold the run's state and resources."""
+        config, memory = self.config, self.memory
+        self.ledger = Ledger(self.journal, sink, self.run_dir, ordered=config.ordered, done=done)
+        self.intake = Intake(config, source, self.ledger, done=done, only=only)
+        self.pool = WorkerPool(config, self.limiter, spec, self.ledger, self.selector)
+        self.pool.use_fork_server(fork_server)
+        self.admission = Admission(AdmissionConfig.for_job(config), memory)
+        self.max_in_flight = config.max_in_flight or config.workers
+        self.concurrency = Aimd(ceiling=min(config.workers, self.max_in_flight))
+        self.backend = BackendLink(
+            config.backend,
+            self.limiter,
+            self.run_dir,
+            self.ledger,
+            concurrency=self.concurrency,
+            batch_limit=self.intake.batch_limit,
+        )
+        self.monitor = Monitor(
+            MemoryLog(self.run_dir / "memory_log.csv", config.workers),
+            self.pool.views,
+            self.pool.in_flight,
+            config.sample_interval,
+            config.workers,
+        )
+        self.kernel_log = KernelLogTail()  # the run's own kernel log lines, from now on
+
+    def _build_logic(self, spec: dict[str, Any]) -> None:
+        """The parts that decide, over the state's parts."""
+        state = (self.pool, self.intake, self.admission, self.concurrency)
+        runaways = Runaways(
+            self.pool, self.intake, self.admission, self.ledger, self.monitor, self.max_in_flight
+        )
+        self.dispatch = Dispatch(
+            self.config, self.memory, *state, runaways, self.backend, self.ledger, self.monitor
+        )
+        self.outcomes = Outcomes(
+            self.config,
+            self.memory,
+            *state,
+            self.dispatch,
+            self.backend,
+            self.ledger,
+            self.monitor,
+            self.kernel_log,
+        )
+        self.record = RunSummary(
+            self.config,
+            self.memory,
+            spec,
+            self.limiter,
+            self.ledger,
+            *state,
+            self.backend,
+            self.monitor,
+        )
 
     def run(self) -> dict[str, Any]:
         """Run to the end; returns the summary (also written to summary.json)."""
