@@ -7,7 +7,7 @@
    (run with `oomguard repro`; the others are OOM-killed where they end);
 3. values per second, one at a time and in bulk;
 4. the worst relative error at p50/p90/p99/p99.9 against exact quantiles, lognormal and Pareto;
-5. seeds/002's memory-targets table rebuilt for oomguard from the measured costs, one row
+5. A load tester's memory-targets table (safe configurations per RAM size) rebuilt for oomguard from the measured costs, one row
    checked by a simulated run.
 
 hdrhistogram: 3 significant digits over 1 us .. 1 h; ddsketch: 1% relative accuracy
@@ -174,8 +174,8 @@ def errors(n: int) -> list[tuple[str, str, dict[float, float]]]:
     return rows
 
 
-def seeds_table(per_label: dict[str, float]) -> list[list[str]]:
-    """seeds/002's targets: what percentile tracking costs per configuration."""
+def targets_table(per_label: dict[str, float]) -> list[list[str]]:
+    """The load tester's targets: what percentile tracking costs per configuration."""
     from oomguard.metrics import Registry
 
     hdr_per_label = per_label["hdrhistogram"]
@@ -287,12 +287,12 @@ def main() -> None:
             + " |"
         )
 
-    print("\n## seeds/002's memory targets, rebuilt\n")
+    print("\n## A load tester's memory targets, rebuilt\n")
     print(
         "| RAM | tasks | RPS | duration | labels | HDR histograms | oomguard registry | CPU for recording |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    for row in seeds_table(per_label):
+    for row in targets_table(per_label):
         print("| " + " | ".join(row) + " |")
     if not quick:
         peak, counted, budget, dropped = simulated_check()

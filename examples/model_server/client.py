@@ -1,6 +1,6 @@
 """The job's function: one chat request to the model server (the URL comes from the item).
 
-Under memory pressure it trims the conversation to its last message, as seeds/001's
+Under memory pressure it trims the conversation to its last message, as an LLM batch's
 context manager does, using the pressure oomguard sends with every batch.
 """
 

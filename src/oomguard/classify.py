@@ -1,7 +1,8 @@
 """What a failure was: the statuses, and the one table of "this means out of memory" texts.
 
 The same table serves the engine (an exception raised in a worker) and the supervision of
-model backends (an error body from a server), so one pattern added here is known to both.
+model backends (an error body from a server), so one pattern added here is known to both;
+it lives below both packages, which import it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ class Status(StrEnum):
     MEMORY_ERROR = "memory_error"  # MemoryError or an out-of-memory message, raised in user code
     WORKER_CRASH = "worker_crash"  # any other death: segfault, os._exit, a signal
     BACKEND_FAILURE = "backend_failure"  # the model backend died; not the item's fault
-    PREEMPTED = "preempted"  # stalled at its side-lane ceiling, stopped and requeued; no fault
+    # stopped by the supervisor and requeued, no fault of its own: the smaller of two
+    # runaways that crowd each other, or a side-lane batch stalled at its ceiling
+    PREEMPTED = "preempted"
 
 
 MEMORY_STATUSES = frozenset({Status.OOM_KILLED, Status.MEMORY_ERROR})

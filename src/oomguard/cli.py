@@ -211,11 +211,10 @@ def _print_result(result: Any) -> None:
         f"artifacts in {result.run_dir}",
         err=True,
     )
+    from oomguard.engine.quarantine import quarantine_reason
+
     for entry in result.quarantined[:10]:
-        evidence = entry.get("evidence", {})
-        why = evidence.get("message") or evidence.get("type") or ""
-        if entry["status"] == "oom_killed":
-            why = f"killed at {evidence.get('peak_mb')} MiB"
+        why = quarantine_reason(entry)
         click.echo(
             f"  quarantined item {entry['input_index']}: {entry['status']} {why}".rstrip(), err=True
         )

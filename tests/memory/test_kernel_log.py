@@ -6,7 +6,7 @@ import pytest
 from oomguard.memory.kernel_log import KernelLogTail, find_oom_kills, parse_kernel_log
 from tests.conftest import REQUIRE_CGROUPS
 
-# The kernel's own lines from a cgroup v1 OOM kill on this machine, and seeds/004's.
+# The kernel's own lines from a cgroup v1 OOM kill on this machine, and from a Kubernetes node's.
 LOG = """[  582.642424] [   2758]     0  2758    28561    27157    25504     1653         0   262144        0          1000 python3
 [  582.642428] oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/process_api/x/oomtest,task_memcg=/process_api/x/oomtest/w-0,task=python3,pid=2758,uid=0
 [  582.642456] Memory cgroup out of memory: Killed process 2758 (python3) total-vm:114244kB, anon-rss:102016kB, file-rss:6612kB, shmem-rss:0kB, UID:0 pgtables:256kB oom_score_adj:1000

@@ -1,4 +1,4 @@
-"""``oomguard demo``: the PDF ingestion pipeline of seeds/000, real, under a memory cap.
+"""``oomguard demo``: a real PDF ingestion pipeline, under a memory cap.
 
 Generates the corpus, ingests it into a SQLite/FTS5 knowledge base with oomguard, answers
 a query from it, writes the report, and with ``--compare`` runs the same corpus through a
@@ -69,7 +69,7 @@ def ingest(directory: Path, corpus: Corpus, cap: int, log_format: str) -> tuple[
         run_dir=run_dir,
         memory=int(cap * DEFAULT_MEMORY_FRACTION),  # as by default: 90% of what the machine allows
         workers=2,
-        batch_size=10,  # the seed's flush settings
+        batch_size=10,  # the PDF ingestion's flush settings
         max_bytes=5_000_000,
         max_wait_ms=5000,
         log_format=log_format,

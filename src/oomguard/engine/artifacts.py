@@ -1,4 +1,4 @@
-"""The files a run leaves in its run directory, in the formats of the seed toolkit.
+"""The files a run leaves in its run directory, in the formats of the OOM repro toolkit PDF-ingestion users run.
 
     memory_log.csv         one row per sample (default every 0.2 s)
     summary.json           peaks, duration, samples, cgroup events, counts per status

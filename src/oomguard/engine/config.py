@@ -27,12 +27,14 @@ class JobConfig:
     batched: bool = False
     memory: int | None = None  # bytes for the whole job; None: 90% of the effective budget
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    batch_size: int = 10  # items per batch (seeds/000); with adaptive_batch, the first size
+    batch_size: int = (
+        10  # items per batch (the PDF ingestion's flush size); with adaptive_batch, the first size
+    )
     adaptive_batch: bool = False  # let batch size follow memory and time (engine/batch_size.py)
     min_batch_size: int = 1  # adaptive bounds
     max_batch_size: int = 1000
     batch_seconds: float = 0.5  # adaptive: the batch duration aimed at
-    max_bytes: int = 5_000_000  # bytes per batch, by item size (seeds/000)
+    max_bytes: int = 5_000_000  # bytes per batch, by item size (the PDF ingestion's)
     max_wait_ms: int = 5000  # a partial batch waits at most this long for more items
     timeout: float | None = None  # seconds per batch attempt; None: no limit
     crash_retries: int = 2  # timeout / worker_crash retries before bisecting
@@ -42,7 +44,7 @@ class JobConfig:
     rlimit_as: int | None = (
         None  # optional RLIMIT_AS per worker: allocations past it raise MemoryError
     )
-    sample_interval: float = 0.2  # memory_log.csv sampling period, seconds (seeds/000)
+    sample_interval: float = 0.2  # memory_log.csv sampling period, seconds
     ordered: bool = False  # write results in input order
     limiter: str = "auto"  # auto | cgroup | watchdog
     log_format: str = "auto"  # auto | rich | plain | json | quiet
@@ -68,7 +70,7 @@ class JobConfig:
     )
     malloc_trim_threshold: int | None = 128 * 1024  # MALLOC_TRIM_THRESHOLD_ for workers
     trim: bool = True  # malloc_trim(0) after each batch (glibc; skipped under jemalloc)
-    # group semantics (seeds/004): an OOM kill of one worker restarts them all
+    # group semantics (model handlers in Kubernetes): an OOM kill of one worker restarts them all
     group: bool = False
     # how workers start: forked by a clean fork server (fast) or as fresh interpreters
     start_method: str = "forkserver"

@@ -4,7 +4,7 @@
 
     def answer(request):
         if worker_context().pressure.level != "normal":
-            request = trim_history(request)   # seeds/001: trim the LLM context under pressure
+            request = trim_history(request)   # trim the LLM context under pressure
         ...
 
 The supervisor sends the pressure with every batch: ``normal``, ``elevated`` or

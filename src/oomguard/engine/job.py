@@ -19,6 +19,7 @@ from oomguard.engine.config import DEFAULT_MEMORY_FRACTION, JobConfig, normalise
 from oomguard.engine.fork_server import ForkServer, boot, release
 from oomguard.engine.handles import worker_env
 from oomguard.engine.progress import make_progress
+from oomguard.engine.quarantine import quarantine_line
 from oomguard.engine.sinks import open_sink
 from oomguard.engine.sources import Source, open_source
 from oomguard.engine.supervisor import Supervisor
@@ -284,7 +285,7 @@ def rewrite_quarantine_file(journal: Journal, run_dir: Path) -> None:
     """quarantine.jsonl as the journal has it (lines a crash left unjournaled vanish)."""
     with open_private(run_dir / "quarantine.jsonl") as out:
         for entry in journal.quarantined():
-            out.write(json.dumps(entry, default=str) + "\n")
+            out.write(quarantine_line(entry))
 
 
 def default_run_dir() -> Path:

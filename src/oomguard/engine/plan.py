@@ -1,4 +1,4 @@
-"""``oomguard plan``: measure a sample, then say what fits — the table seeds/003 guessed.
+"""``oomguard plan``: measure a sample, then say what fits — the table a chemistry pipeline had to guess.
 
 A short calibration runs the first ``sample`` items one at a time in one capped worker and
 measures, per item, the memory it cost (its batch's peak over the worker's memory at the

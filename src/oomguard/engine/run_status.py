@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from oomguard.engine.quarantine import quarantine_reason
 from oomguard.engine.sources import open_source
 from oomguard.errors import ConfigError
 from oomguard.journal.lock import supervisor_alive
@@ -79,13 +80,8 @@ def render_status(status: dict[str, Any]) -> None:
         for column in ("input", "status", "evidence"):
             table.add_column(column, overflow="fold")
         for entry in status["quarantined"]:
-            evidence = entry["evidence"]
-            why = evidence.get("message") or (
-                f"killed at {evidence.get('peak_mb')} MiB of {evidence.get('job_cap_mb')} MiB"
-                if entry["status"] == "oom_killed"
-                else json.dumps(evidence, default=str)[:120]
-            )
-            table.add_row(str(entry["input_index"]), entry["status"], escape(str(why)))
+            why = quarantine_reason(entry)
+            table.add_row(str(entry["input_index"]), entry["status"], escape(why))
         console.print(table)
     for event in status["recent_events"][-5:]:
         console.print(f"[dim]event {escape(json.dumps(event, default=str))}[/]")

@@ -174,7 +174,7 @@ class ParquetSink:
     """A directory of part files; rows ``input_index`` + the result's keys (or ``result``).
 
     At most ``buffer_bytes`` of rows (estimated by their pickled size) are held before they
-    are written as a part (seeds/003: a writer buffer that cannot explode).
+    are written as a part (a writer buffer that cannot explode, as a chemistry pipeline's did).
     """
 
     wants_json = False
@@ -412,7 +412,3 @@ class OrderedWriter:
             self._skip_done()
         if ready:
             self.sink.write([Results.join(ready)])
-
-    @property
-    def held(self) -> int:
-        return len(self._held)

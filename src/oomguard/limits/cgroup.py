@@ -3,8 +3,8 @@
 Layout: the job group is created under the supervisor's own memory cgroup (never under
 the root of the hierarchy), one child per worker under it::
 
-    <our cgroup>/oomguard-<supervisor pid>-<token>/          job: hard limit = the budget
-    <our cgroup>/oomguard-<supervisor pid>-<token>/w-0/      one per worker (optional limit)
+    <our cgroup>/oomguard-<supervisor pid>-<token>-job/      job: hard limit = the budget
+    <our cgroup>/oomguard-<supervisor pid>-<token>-job/w<slot>-<generation>/   a worker (optional limit)
 
 The supervisor pid in the name lets a later run remove what a killed supervisor left
 behind (:func:`sweep_stale_groups`).

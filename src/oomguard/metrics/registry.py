@@ -1,6 +1,6 @@
 """A registry of per-label statistics in a hard memory budget.
 
-seeds/002: HDR histograms at 2-4 MB per label, no bound, no rotation, no visibility, and a
+A load tester's HDR histograms at 2-4 MB per label, no bound, no rotation, no visibility, and a
 24-hour test dies at 4 GB. Here every label has exact count/sum/min/max and (unless
 ``percentiles="off"``) a cumulative quantile sketch plus a ring of interval sketches for
 recent percentiles; the whole registry lives within ``budget`` bytes:

@@ -2,7 +2,7 @@
 
 The page is self-contained (the image is embedded), so it can be attached to a bug report
 or opened from a zip. The curve shows memory against the cap, with every OOM kill marked:
-the "wall of OOM" of seeds/000 is visible at a glance. Needs matplotlib
+a "wall of OOM" is visible at a glance. Needs matplotlib
 (``pip install 'oomguard[report]'``).
 """
 

@@ -1,7 +1,7 @@
 """``oomguard bundle DIR [--redact]``: one zip to attach to a bug report.
 
 ``--redact`` keeps what a maintainer needs (sizes, hashes, memory curves, statuses,
-kernel lines) and drops what may be private (seeds/001 worries about real candidate
+kernel lines) and drops what may be private (an LLM batch sends real candidate
 data): command arguments, file names and paths, item payloads, error messages and
 tracebacks, the command's own output, and the journal (which names the input).
 """

@@ -4,7 +4,7 @@ The command runs in a fresh capped cgroup (the watchdog where cgroups cannot be
 written): a launcher waits until it has been moved into the cgroup, then execs the
 command, so all of its memory is charged to the cap. A sampler writes memory_log.csv
 every ``interval``; at the end come summary.json, dmesg_excerpt.txt, stdout.txt,
-stderr.txt and run_manifest_TIMESTAMP.json, the artifacts of the seed toolkit (seeds/000).
+stderr.txt and run_manifest_TIMESTAMP.json, the artifacts of the OOM repro toolkit that PDF-ingestion users already run.
 """
 
 from __future__ import annotations

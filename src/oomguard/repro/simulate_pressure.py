@@ -2,7 +2,7 @@
 
 Allocates the target (Python objects, or native memory with ``--native``), frees it, runs
 ``gc.collect()`` and ``malloc_trim(0)``, and checks that RSS comes back to within a
-tolerance of the baseline (seeds/000: "if this fails, native allocations may not be
+tolerance of the baseline (as the OOM repro toolkit of PDF-ingestion users puts it: "if this fails, native allocations may not be
 releasing memory"). The allocating process runs in a capped cgroup, so it cannot hurt
 the host.
 """
