@@ -49,7 +49,7 @@ def test_poison_item_is_quarantined_and_every_other_item_done_once(
         assert path.exists() and (path.stat().st_mode & 0o777) == 0o600
     assert (result.run_dir.stat().st_mode & 0o777) == 0o700
     header, *rows = (result.run_dir / "memory_log.csv").read_text().splitlines()
-    assert header.startswith("time,elapsed_sec,cgroup_mb,rss_mb,vms_mb")
+    assert header.startswith("time,elapsed_sec,cgroup_mb,working_set_mb,rss_mb,vms_mb")
     assert rows
 
 

@@ -62,3 +62,36 @@ def allocator(limit_bytes: int) -> Iterator[subprocess.Popen[str]]:
                     stream.close()
                 except BrokenPipeError:
                     pass
+
+
+# Waits for "go", then reads the file argv[1] once, 1 MiB at a time (each page of it
+# enters the page cache, charged to the reader's cgroup); prints "done", waits for stdin.
+READ_FILE = r"""
+import sys
+print("ready", flush=True)
+sys.stdin.readline()
+total = 0
+with open(sys.argv[1], "rb", buffering=0) as handle:
+    while chunk := handle.read(1 << 20):
+        total += len(chunk)
+print("done", total, flush=True)
+sys.stdin.read()
+"""
+
+
+@contextmanager
+def file_reader(path: str) -> Iterator[subprocess.Popen[str]]:
+    """A child that will read ``path`` once told ``go``; always cleaned up."""
+    proc = spawn(READ_FILE, path)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                try:
+                    stream.close()
+                except BrokenPipeError:
+                    pass

@@ -11,7 +11,7 @@ import pytest
 
 from oomguard.limits import CgroupLimiter, sweep_stale_groups
 from oomguard.memory.kernel_log import find_oom_kills, read_kernel_log
-from tests.helpers.children import allocator, go
+from tests.helpers.children import allocator, file_reader, go
 
 MiB = 1024**2
 
@@ -93,6 +93,58 @@ def test_worker_own_limit_and_peak_reset(cgroup_limiter: CgroupLimiter) -> None:
         after = worker.read().peak
         assert after is not None and after < peak
     assert worker.read().limit == 64 * MiB
+
+
+def uncached_file(path: Path, size: int) -> Path:
+    """A file of ``size`` bytes none of whose pages is in the page cache (written, synced,
+    then dropped), so the next reader's cgroup is charged for every page it reads."""
+    with open(path, "wb") as handle:
+        for _ in range(size // MiB):
+            handle.write(os.urandom(MiB))
+        handle.flush()
+        os.fsync(handle.fileno())
+        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    return path
+
+
+def test_page_cache_of_a_file_read_is_charged_but_not_in_the_working_set(
+    cgroup_limiter: CgroupLimiter, tmp_path: Path
+) -> None:
+    """A worker that reads a big file fills its cgroup with page cache: usage grows by the
+    file, the working set (usage less inactive file pages) stays at the process's own."""
+    big = uncached_file(tmp_path / "big.bin", 160 * MiB)
+    job = cgroup_limiter.create_group("job", 1024 * MiB)
+    worker = cgroup_limiter.create_group("w-0", None, parent=job)
+    with file_reader(str(big)) as child:
+        worker.add_pid(child.pid)
+        before = job.usage()
+        go(child)
+        assert child.stdout is not None and child.stdout.readline().split() == [
+            "done",
+            str(160 * MiB),
+        ]
+        usage, working = job.usage(), job.working_set()
+        reading = job.read()
+    assert usage - before >= 128 * MiB  # the file's pages, charged to the job
+    assert working <= 64 * MiB  # a Python process's own memory, not the cache
+    assert reading.usage - reading.working_set >= 128 * MiB
+    assert worker.working_set() <= 64 * MiB
+
+
+def test_page_cache_alone_never_kills_a_reader_at_the_cap(
+    cgroup_limiter: CgroupLimiter, tmp_path: Path
+) -> None:
+    """Where cache pushes the cgroup to its limit the kernel reclaims it: a reader of a file
+    twice the cap finishes, with no OOM kill and a working set well under the cap."""
+    big = uncached_file(tmp_path / "big.bin", 160 * MiB)
+    job = cgroup_limiter.create_group("job", 80 * MiB)
+    with file_reader(str(big)) as child:
+        job.add_pid(child.pid)
+        go(child)
+        assert child.stdout is not None and child.stdout.readline().startswith("done")
+        working = job.working_set()
+    assert job.read().oom_kill == 0
+    assert working <= 64 * MiB
 
 
 def test_close_kills_and_removes_everything_even_after_errors(

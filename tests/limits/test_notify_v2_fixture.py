@@ -11,7 +11,7 @@ import pytest
 from oomguard.errors import CgroupError, CgroupPermissionError
 from oomguard.limits.cgroup import CgroupV2Group, enable_memory_controller
 from oomguard.limits.notify import CgroupEventSource
-from tests.memory.test_cgroups import make_v2_tree
+from tests.memory.test_cgroups import MiB, make_v2_tree, v2_stat
 
 EVENTS = "low 0\nhigh 3\nmax 12\noom {oom}\noom_kill {kill}\noom_group_kill 0\n"
 
@@ -117,3 +117,19 @@ def test_v2_hold_is_memory_high(tmp_path: Path) -> None:
     group.release()
     assert (worker / "memory.high").read_text() == "max"
     assert not group.stalled()
+
+
+def test_v2_working_set_is_current_less_inactive_file(tmp_path: Path) -> None:
+    """memory.current less memory.stat's inactive_file, through descriptors kept open: each
+    call reads the files afresh (the fixture is rewritten as the kernel would update it)."""
+    worker = make_v2_tree(tmp_path)  # 100 MiB charged, 60 MiB of it inactive file cache
+    group = CgroupV2Group("w-0", None, None, worker)
+    try:
+        assert group.working_set() == 40 * MiB
+        assert group.read().working_set == 40 * MiB and group.read().usage == 100 * MiB
+        (worker / "memory.stat").write_text(v2_stat(inactive_file=10 * MiB))
+        assert group.working_set() == 90 * MiB
+        (worker / "memory.current").write_text(str(200 * MiB))
+        assert group.working_set() == 190 * MiB
+    finally:
+        group._close_fds()

@@ -55,6 +55,8 @@ def test_check_once_and_close_kill_members() -> None:
         group.add_pid(child.pid)
         assert limiter.check_once() == []
         assert group.read().usage > 0
+        # RSS is all the watchdog sees, and RSS holds no page cache: working set == usage
+        assert group.working_set() == group.read().working_set == group.read().usage
         assert group.pids() == [child.pid]
         limiter.close()
         assert child.wait(timeout=30) == -9

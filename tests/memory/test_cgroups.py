@@ -17,6 +17,7 @@ from oomguard.memory.cgroups import (
     parse_proc_cgroup,
     read_cgroup_memory,
     resolve_setup,
+    stat_value,
 )
 
 HYBRID_CGROUP = """9:name=systemd:/
@@ -97,7 +98,24 @@ def make_v2_tree(root: Path) -> Path:
     (worker / "memory.events").write_text(
         "low 0\nhigh 3\nmax 12\noom 2\noom_kill 1\noom_group_kill 0\n"
     )
+    (worker / "memory.stat").write_text(v2_stat(inactive_file=60 * MiB))
     return worker
+
+
+MiB = 1024**2
+
+
+def v2_stat(inactive_file: int) -> str:
+    """A v2 memory.stat in the kernel's format (Linux 6.x, abridged): 100 MiB charged, of
+    which ``inactive_file`` is inactive page cache."""
+    return (
+        "anon 31457280\nfile 73400320\nkernel 2097152\nkernel_stack 65536\n"
+        "pagetables 131072\nsec_pagetables 0\npercpu 0\nsock 0\nvmalloc 0\nshmem 0\n"
+        "file_mapped 0\nfile_dirty 0\nfile_writeback 0\nswapcached 0\nanon_thp 0\n"
+        f"inactive_anon 31457280\nactive_anon 0\ninactive_file {inactive_file}\n"
+        f"active_file {max(0, 73400320 - inactive_file)}\nunevictable 0\nslab_reclaimable 0\n"
+        "workingset_refault_anon 0\nworkingset_refault_file 12\npgfault 4242\n"
+    )
 
 
 def test_read_v2_files(tmp_path: Path) -> None:
@@ -109,6 +127,24 @@ def test_read_v2_files(tmp_path: Path) -> None:
     assert memory.events["oom"] == 2
     assert memory.oom_kill == 1
     assert memory.events["oom_group_kill"] == 0
+    assert memory.inactive_file == 60 * MiB
+    assert memory.working_set == 40 * MiB  # charged less the inactive page cache
+
+
+def test_stat_value_finds_whole_names_at_line_starts() -> None:
+    v1 = b"cache 10\ninactive_file 3\nactive_file 7\ntotal_inactive_file 30\ntotal_rss 1\n"
+    assert stat_value(v1, b"total_inactive_file") == 30
+    assert stat_value(v1, b"inactive_file") == 3  # not the total's line
+    assert stat_value(b"inactive_file 5\nactive_file 1", b"inactive_file") == 5  # first line
+    assert stat_value(b"active_file 1\ninactive_file 9", b"inactive_file") == 9  # no newline
+    assert stat_value(b"anon 1\n", b"inactive_file") == 0
+
+
+def test_working_set_is_never_negative(tmp_path: Path) -> None:
+    # the two files are read a moment apart: cache counted after usage fell is no memory
+    worker = make_v2_tree(tmp_path)
+    (worker / "memory.stat").write_text(v2_stat(inactive_file=150 * MiB))
+    assert read_cgroup_memory(worker, "v2").working_set == 0
 
 
 def test_v2_enclosing_limits_walk_to_the_mount(tmp_path: Path) -> None:

@@ -52,7 +52,8 @@ class MemoryLog:
         self.columns = [
             "time",
             "elapsed_sec",
-            "cgroup_mb",
+            "cgroup_mb",  # charged to the cap: page cache included
+            "working_set_mb",  # charged less inactive file cache: what decisions use
             "rss_mb",
             "vms_mb",
             "supervisor_rss_mb",

@@ -2,6 +2,9 @@
 
 It reads; it never decides. The supervisor asks it for peaks and for each worker's recent
 growth (used to tell a bystander from the batch that was growing when the kernel struck).
+The job is logged twice: what its cgroup is charged (page cache included) and its working
+set (less the inactive file cache: what decisions use); a worker's growth is of its working
+set, so a worker filling the cache with a file it reads is not taken for a runaway.
 """
 
 from __future__ import annotations
@@ -48,9 +51,11 @@ class Monitor:
         self.slots = slots
         self.samples = 0
         self.peak_rss = 0
-        self.peak_cgroup = 0
+        self.peak_cgroup = 0  # charged, page cache included
+        self.peak_working_set = 0
         self.peak_gpu = 0
         self.last_cgroup = 0
+        self.last_working_set = 0
         self.last_psi: float | None = None
         self.started = time.time()
         self._history: dict[int, collections.deque[tuple[float, int, int]]] = {}
@@ -82,9 +87,11 @@ class Monitor:
 
     def sample(self) -> None:
         now = time.time()
-        cgroup = 0
+        cgroup = working = 0
         try:
-            cgroup = self.job.usage() if self.job is not None else 0
+            if self.job is not None:
+                cgroup = self.job.usage()
+                working = self.job.working_set()
         except OSError:
             pass
         supervisor = self._supervisor.memory_info()
@@ -102,7 +109,7 @@ class Monitor:
             rss += info.rss
             vms += info.vms
             try:
-                usage = view.group.usage()
+                usage = view.group.working_set()
             except OSError:
                 usage = info.rss
             with self._lock:
@@ -114,7 +121,9 @@ class Monitor:
         gpu_used = read_gpus().used if self._gpu else None
         self.peak_rss = max(self.peak_rss, rss)
         self.peak_cgroup = max(self.peak_cgroup, cgroup)
+        self.peak_working_set = max(self.peak_working_set, working)
         self.last_cgroup = cgroup
+        self.last_working_set = working
         self.last_psi = pressure.some.avg10 if pressure else None
         if gpu_used is not None:
             self.peak_gpu = max(self.peak_gpu, gpu_used)
@@ -124,6 +133,7 @@ class Monitor:
                 f"{now:.3f}",
                 f"{now - self.started:.3f}",
                 mib(cgroup),
+                mib(working),
                 mib(rss),
                 mib(vms),
                 mib(supervisor.rss),

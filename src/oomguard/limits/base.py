@@ -97,12 +97,15 @@ class PipeEventSource(EventSource):
 
 @dataclass(frozen=True)
 class GroupMemory:
-    """One reading of a group: bytes in use, its limit, peak since the last reset, OOM kills."""
+    """One reading of a group: bytes charged, its limit, peak since the last reset, OOM
+    kills, and the working set (what is charged less the page cache the kernel may drop
+    first: the figure decisions use; equal to ``usage`` where RSS is all that is known)."""
 
     usage: int
     limit: int | None
     peak: int | None
     oom_kill: int
+    working_set: int
 
 
 class MemoryGroup(ABC):
@@ -141,8 +144,15 @@ class MemoryGroup(ABC):
     def read(self) -> GroupMemory: ...
 
     def usage(self) -> int:
-        """Bytes in use now (one file read where the group is a cgroup: the hot path)."""
+        """Bytes charged now, page cache included (one file read where the group is a
+        cgroup: the hot path)."""
         return self.read().usage
+
+    def working_set(self) -> int:
+        """Bytes charged now less the inactive file cache: the memory the kernel cannot
+        simply drop, as the kubelet's ``container_memory_working_set_bytes`` (two reads
+        through descriptors kept open where the group is a cgroup: the hot path)."""
+        return self.read().working_set
 
     def peak(self) -> int | None:
         """Peak bytes since the last :meth:`reset_peak`."""

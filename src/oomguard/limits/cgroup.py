@@ -30,7 +30,14 @@ import psutil
 from oomguard.errors import CgroupError, CgroupPermissionError
 from oomguard.limits.base import EventSource, GroupMemory, Limiter, MemoryGroup
 from oomguard.limits.notify import CgroupEventSource
-from oomguard.memory.cgroups import parse_flat_keyed, read_cgroup_memory
+from oomguard.memory.cgroups import (
+    INACTIVE_FILE_KEY,
+    STAT_READ_BYTES,
+    parse_flat_keyed,
+    read_cgroup_memory,
+    stat_value,
+    working_set,
+)
 
 GROUP_PREFIX = "oomguard-"
 _PERMISSION_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
@@ -132,6 +139,19 @@ class CgroupGroup(MemoryGroup):
             raise FileNotFoundError(f"{self.directory}/{self.usage_file}")
         return value
 
+    def working_set(self) -> int:
+        usage = self.usage()
+        fd = self._fds.get("memory.stat")
+        if fd is None:
+            try:
+                fd = self._fds["memory.stat"] = os.open(
+                    self.directory / "memory.stat", os.O_RDONLY | os.O_CLOEXEC
+                )
+            except FileNotFoundError:
+                return usage  # no memory.stat: nothing known to subtract
+        inactive = stat_value(os.pread(fd, STAT_READ_BYTES, 0), INACTIVE_FILE_KEY[self.version])
+        return working_set(usage, inactive)
+
     def peak(self) -> int | None:
         return self._pread_int(self.peak_file)
 
@@ -231,7 +251,9 @@ class CgroupV1Group(CgroupGroup):
 
     def read(self) -> GroupMemory:
         memory = read_cgroup_memory(self.directory, "v1")
-        return GroupMemory(memory.usage, memory.limit, memory.peak, memory.oom_kill)
+        return GroupMemory(
+            memory.usage, memory.limit, memory.peak, memory.oom_kill, memory.working_set
+        )
 
     def reset_peak(self) -> None:
         # once per batch: through a descriptor kept open, as the reads are
@@ -294,7 +316,7 @@ class CgroupV2Group(CgroupGroup):
         peak = memory.peak
         if self._peak_fd is not None:
             peak = int(os.pread(self._peak_fd, 64, 0).split()[0])
-        return GroupMemory(memory.usage, memory.limit, peak, memory.oom_kill)
+        return GroupMemory(memory.usage, memory.limit, peak, memory.oom_kill, memory.working_set)
 
     def reset_peak(self) -> None:
         # Linux 6.12+: a write resets the peak as seen through this open file description

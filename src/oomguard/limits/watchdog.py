@@ -88,7 +88,11 @@ class WatchdogGroup(MemoryGroup):
         return [g for g in self._limiter.watchdog_groups() if g.parent is self]
 
     def read(self) -> GroupMemory:
-        return GroupMemory(self.current, self.limit, self.highest, self.oom_kill)
+        # RSS is all the watchdog sees: no page cache in it, so the working set is the usage
+        return GroupMemory(self.current, self.limit, self.highest, self.oom_kill, self.current)
+
+    def working_set(self) -> int:
+        return self.current
 
     def set_limit(self, limit: int | None) -> None:
         self.limit = limit

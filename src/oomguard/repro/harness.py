@@ -58,6 +58,7 @@ class Sampler:
         "psi_some_avg10",
         "psi_full_avg10",
         "gpu_used_mb",
+        "working_set_mb",  # not in the seed toolkit's columns: after them
         "event",
     )
 
@@ -68,6 +69,7 @@ class Sampler:
         self.samples = 0
         self.peak_rss = 0
         self.peak_cgroup = 0
+        self.peak_working_set = 0
         self.start = time.time()
         self._file = open_private(path)
         self._writer = csv.writer(self._file)
@@ -94,19 +96,27 @@ class Sampler:
         now = time.time()
         tree = read_tree_memory(self.pid)
         try:
-            cgroup = self.group.read().usage
+            reading = self.group.read()
+            cgroup, working = reading.usage, reading.working_set
         except OSError:
-            cgroup = 0
+            cgroup = working = 0
         pressure = read_pressure()
         gpu = read_gpus().used if self._gpu else None
         self.peak_rss = max(self.peak_rss, tree.rss)
         self.peak_cgroup = max(self.peak_cgroup, cgroup)
+        self.peak_working_set = max(self.peak_working_set, working)
         self.samples += 1
         with self._lock:
-            self._write_row(now, tree, cgroup, pressure, gpu, event)
+            self._write_row(now, tree, (cgroup, working), pressure, gpu, event)
 
     def _write_row(
-        self, now: float, tree: Any, cgroup: int, pressure: Any, gpu: int | None, event: str
+        self,
+        now: float,
+        tree: Any,
+        cgroup: tuple[int, int],
+        pressure: Any,
+        gpu: int | None,
+        event: str,
     ) -> None:
         self._writer.writerow(
             [
@@ -114,11 +124,12 @@ class Sampler:
                 f"{now - self.start:.3f}",
                 mib(tree.rss),
                 mib(tree.vms),
-                mib(cgroup),
+                mib(cgroup[0]),
                 mib(read_system_memory().available),
                 pressure.some.avg10 if pressure else "",
                 pressure.full.avg10 if pressure and pressure.full else "",
                 mib(gpu) if gpu is not None else "",
+                mib(cgroup[1]),
                 event,
             ]
         )
@@ -247,6 +258,7 @@ def reproduce(
         "command": command,
         "peak_rss_mb": mib(sampler.peak_rss),
         "peak_cgroup_mb": mib(peak_cgroup),
+        "peak_working_set_mb": mib(sampler.peak_working_set),
         "cap_mb": mib(memory),
         "peak_percent_of_cap": round(100 * peak_cgroup / memory, 1),
         "duration_sec": round(duration, 3),
@@ -324,9 +336,11 @@ class ContainerGroup(MemoryGroup):
         from oomguard.limits.base import GroupMemory
 
         if self.directory is None or self.version is None:
-            return GroupMemory(0, self.limit, None, 0)
+            return GroupMemory(0, self.limit, None, 0, 0)
         memory = read_cgroup_memory(self.directory, self.version)
-        return GroupMemory(memory.usage, memory.limit, memory.peak, memory.oom_kill)
+        return GroupMemory(
+            memory.usage, memory.limit, memory.peak, memory.oom_kill, memory.working_set
+        )
 
     def add_pid(self, pid: int) -> None:
         raise NotImplementedError("Docker places the container's processes")
