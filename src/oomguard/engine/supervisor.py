@@ -246,7 +246,8 @@ class Supervisor:
         """Until the nearest deadline: a batch's timeout, the open batch's wait, an OOM event
         announced but not counted yet, or dispatch's next look at memory."""
         timeout = IDLE_WAIT
-        due = [d for d in (self.pool.next_deadline(), self.intake.open_deadline()) if d]
+        deadlines = (self.pool.next_deadline(), self.intake.open_deadline())
+        due = [deadline for deadline in deadlines if deadline is not None]
         if due:
             timeout = min(timeout, max(0.0, min(due) - time.monotonic()))
         for wait in (self.limiter.events.settle_timeout(), self.dispatch.watch_timeout()):
