@@ -51,6 +51,14 @@ def work(item: dict[str, Any]) -> Any:
         touch(block)
         LEAKED.append(block)
         return {"leaked_mb": len(LEAKED) * item["mb"]}
+    if kind == "read":
+        # reads a file once, a MiB at a time: its pages enter the page cache, charged to
+        # the worker's cgroup, and the worker itself holds next to nothing
+        total = 0
+        with open(item["path"], "rb", buffering=0) as handle:
+            while chunk := handle.read(MiB):
+                total += len(chunk)
+        return {"read": total}
     if kind == "slow":
         time.sleep(item["seconds"])  # the workload is slow by nature; no test waits on it
         return {"slow": True}

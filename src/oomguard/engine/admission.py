@@ -61,6 +61,7 @@ one home; :meth:`AdmissionConfig.for_job` makes the admission's config from a jo
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from oomguard.engine.config import JobConfig
@@ -175,6 +176,8 @@ class Admission:
         self.costs = CostModel(config.cost_quantile)
         self.paused = False
         self.pauses = 0
+        self.pause_reason = ""  # why intake is paused, for a person ("working set 86% of cap")
+        self.paused_since = 0.0  # monotonic
         self.side_useful = 0.0  # seconds of held batches that finished
         self.side_wasted = 0.0  # seconds of held batches stopped at their ceiling
 
@@ -207,9 +210,10 @@ class Admission:
         """Bytes past its prediction that make a batch a runaway (if still growing)."""
         return int(self.config.runaway_slack * self.budget)
 
-    def over_prediction(self, usage_now: int, usage_at_start: int, prediction: int) -> bool:
-        """Grown past its prediction by the runaway slack (the first half of a runaway)."""
-        return self.config.enabled and usage_now > usage_at_start + prediction + self.slack
+    def over_prediction(self, now: int, baseline: int, prediction: int) -> bool:
+        """Grown past its prediction by the runaway slack (the first half of a runaway);
+        ``now`` and ``baseline``: its working set now and when the batch started."""
+        return self.config.enabled and now > baseline + prediction + self.slack
 
     def still_growing(self, growth: int | None) -> bool:
         """``growth``: bytes grown over the last second (None: too young to say, so it
@@ -266,13 +270,30 @@ class Admission:
         return predicted_total + prediction <= self.config.target * self.budget
 
     def update_pause(self, usage: int, psi_some_avg10: float | None) -> str | None:
-        """The intake pause, with hysteresis; returns "pause" or "resume" when it changes."""
+        """The intake pause, with hysteresis; returns "pause" or "resume" when it changes.
+        ``usage``: the job's working set (page cache the kernel may drop is no reason to
+        pause). A pause never stops the last batch: with nothing in flight one batch runs
+        whatever the pause says (dispatch), so a pause can slow a run, never stall it."""
         psi_high = psi_some_avg10 is not None and psi_some_avg10 >= self.config.psi_some_avg10
-        if not self.paused and (usage >= self.config.high_water * self.budget or psi_high):
+        full = usage >= self.config.high_water * self.budget
+        if not self.paused and (full or psi_high):
             self.paused = True
             self.pauses += 1
+            self.paused_since = time.monotonic()
+            self.pause_reason = (
+                f"working set {100 * usage / self.budget:.0f}% of cap"
+                if full
+                else f"PSI memory some avg10 {psi_some_avg10:.0f}%"
+            )
             return "pause"
         if self.paused and usage < self.config.target * self.budget and not psi_high:
             self.paused = False
+            self.pause_reason = ""
             return "resume"
+        return None
+
+    def pause_shown(self, after: float) -> str | None:
+        """The pause's reason once it has lasted ``after`` seconds (for the progress line)."""
+        if self.paused and time.monotonic() - self.paused_since >= after:
+            return self.pause_reason
         return None

@@ -60,11 +60,12 @@ class Dispatch:
         self.usage: int | None = None  # the job's memory, as this turn's dispatch read it
 
     def job_usage(self) -> int | None:
-        """The job's memory now, read fresh (the monitor's last sample may be 0.2 s old);
-        None where it cannot be read."""
+        """The job's working set now (what it holds less the page cache the kernel may
+        drop), read fresh: the monitor's last sample may be 0.2 s old; None where it
+        cannot be read."""
         job = self.pool.job
         try:
-            return job.usage() if job is not None else None
+            return job.working_set() if job is not None else None
         except OSError:
             return None
 
@@ -75,15 +76,16 @@ class Dispatch:
         return None
 
     def predicted_total(self) -> int:
-        """Idle workers' memory now, plus what each busy worker is expected to hold: its start
-        memory and predicted cost, or what it holds now when it has already grown past that
-        (a batch bigger than predicted claims what it took, so the rest is not promised twice)."""
+        """Idle workers' working sets now, plus what each busy worker is expected to hold:
+        its baseline and predicted cost, or what it holds now when it has already grown past
+        that (a batch bigger than predicted claims what it took, so the rest is not promised
+        twice)."""
         total = 0
         for handle in self.pool.workers.values():
-            now = handle.usage()
+            now = handle.working_set()
             attempt = handle.attempt
             if attempt is not None:
-                total += max(attempt.usage_at_start + attempt.prediction, now)
+                total += max(attempt.baseline + attempt.prediction, now)
             else:
                 total += now
         return total
@@ -107,8 +109,8 @@ class Dispatch:
             return
         if self.runaways.holding():
             self.runaways.release_holds()
-        if self.admission.paused:
-            return
+        if self.admission.paused and self.pool.in_flight() > 0:
+            return  # with nothing in flight one batch goes anyway: a pause never stalls
         if any(w.attempt.alone for w in self.pool.busy() if w.attempt is not None):
             return  # a batch running alone has the whole budget until it ends
         self._fill_admitted()
@@ -156,10 +158,15 @@ class Dispatch:
         if not self.config.admission:
             return
         monitor = self.monitor
-        usage = job_usage if job_usage is not None else monitor.last_cgroup
+        usage = job_usage if job_usage is not None else monitor.last_working_set
         change = self.admission.update_pause(usage, monitor.last_psi)
         if change is not None:
-            self.ledger.event(change, usage_mb=mib(usage), psi_some_avg10=monitor.last_psi)
+            self.ledger.event(
+                change,
+                working_set_mb=mib(usage),
+                psi_some_avg10=monitor.last_psi,
+                reason=self.admission.pause_reason or None,
+            )
 
     def send(self, worker: WorkerHandle, batch: Batch, prediction: int = 0, held: int = 0) -> None:
         """Start ``batch`` on ``worker``; ``held``: the worker is held (the side lane) at its
@@ -168,16 +175,17 @@ class Dispatch:
         now = time.monotonic()
         try:
             worker.group.reset_peak()
-            usage_at_start = worker.group.usage()
+            charged, working = worker.group.charge()
         except OSError:
-            usage_at_start = 0
+            charged = working = 0
         timeout = self.config.timeout
         worker.begin(
             Attempt(
                 batch=batch,
                 prediction=prediction,
                 ticket=self.concurrency.ticket(),
-                usage_at_start=usage_at_start,
+                baseline=working,
+                charged_at_start=charged,
                 started_at=now,
                 started_wall=time.time(),
                 alone=batch.alone,

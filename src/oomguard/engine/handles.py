@@ -56,7 +56,8 @@ class Attempt:
     batch: Batch
     prediction: int  # the admitted batch's predicted cost, bytes
     ticket: int  # its concurrency ticket: one in-flight limit cut per OOM event
-    usage_at_start: int  # the worker's memory when the batch was sent
+    baseline: int  # the worker's working set when the batch was sent (bytes)
+    charged_at_start: int  # and what its cgroup was charged then, page cache included
     started_at: float  # monotonic
     started_wall: float
     alone: bool = False  # dispatched on the "alone" rung, with the pool drained
@@ -84,6 +85,17 @@ class Attempt:
         if failures:
             self.reported.update(failure.input_index for failure in failures)
             self.item_failures.extend(failures)
+
+    def cost(self, peak: int, charged_now: int, working_now: int) -> int:
+        """What the batch needed above its start: its peak (charged) over the charge at
+        its start, less the page cache it added and left behind (read files the kernel may
+        drop: no memory a next batch must find room for)."""
+        cache_added = (charged_now - working_now) - (self.charged_at_start - self.baseline)
+        return max(0, peak - self.charged_at_start - max(0, cache_added))
+
+    def reached(self, peak: int | None) -> int:
+        """Bytes its peak reached above the charge at its start (0 where unknown)."""
+        return max(0, (peak or 0) - self.charged_at_start)
 
     def unreported(self) -> list[Any]:
         """The batch's items the worker never reported on, in order."""
@@ -156,10 +168,11 @@ class WorkerHandle:
             return False
         return SLOT.unpack_from(self.running) == (self.attempt.batch.batch_id, AFTER_ITEMS)
 
-    def usage(self) -> int:
-        """Its group's memory now; 0 when the group is gone (its death is being handled)."""
+    def working_set(self) -> int:
+        """Its group's working set now; 0 when the group is gone (its death is being
+        handled)."""
         try:
-            return self.group.usage()
+            return self.group.working_set()
         except OSError:
             return 0
 

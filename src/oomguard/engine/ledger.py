@@ -109,8 +109,10 @@ class Ledger:
         stats: dict[str, Any] | None = None,
         bystander: bool = False,
         peak: int | None = None,
+        cost: int | None = None,
     ) -> None:
-        """The manifest's entry for an attempt that ended now, and its metrics."""
+        """The manifest's entry for an attempt that ended now, and its metrics (``cost``:
+        what a successful batch needed, :meth:`Attempt.cost`)."""
         end = time.time()
         self._attempts.append(
             attempt_entry(
@@ -128,8 +130,8 @@ class Ledger:
         )
         self.metrics.record(BATCH_SECONDS, end - attempt.started_wall)
         items = attempt.batch.items
-        if status is Status.SUCCESS and peak is not None and items:
-            self.metrics.record(ITEM_COST, max(0, peak - attempt.usage_at_start) / len(items))
+        if cost is not None and items:
+            self.metrics.record(ITEM_COST, cost / len(items))
 
     def maybe_checkpoint(self, interval: float, *, final: bool = False) -> None:
         """Make results durable and journal them with everything else, in one transaction

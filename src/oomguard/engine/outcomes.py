@@ -96,21 +96,40 @@ class Outcomes:
         self.ledger.commit(attempt.results)
         worst = self._settle_item_failures(attempt)
         first_error = attempt.item_failures[0].error if attempt.item_failures else None
+        cost = self._cost(handle, attempt, peak) if worst is Status.SUCCESS else None
         self.ledger.record_attempt(
-            attempt, handle.pid, worst, held=held, error=first_error, stats=stats, peak=peak
+            attempt,
+            handle.pid,
+            worst,
+            held=held,
+            error=first_error,
+            stats=stats,
+            peak=peak,
+            cost=cost,
         )
         handle.batches_done += 1
         if held:
             self.admission.side_useful += attempt.elapsed
         if worst is Status.SUCCESS:
-            if peak is not None:
-                self.admission.learn(batch, max(0, peak - attempt.usage_at_start))
+            if cost is not None:
+                self.admission.learn(batch, cost)
             self._adapt_size(batch, attempt.elapsed)
             self.concurrency.success()
             self.backend.success()
         self.ledger.counters.malloc_trims += bool(stats.get(TRIMMED))
         handle.end()
         self.pool.maybe_recycle(handle, stats)
+
+    @staticmethod
+    def _cost(handle: WorkerHandle, attempt: Attempt, peak: int | None) -> int | None:
+        """What the batch needed (its page cache left out); None where unknown."""
+        if peak is None:
+            return None
+        try:
+            charged, working = handle.group.charge()
+        except OSError:
+            return None
+        return attempt.cost(peak, charged, working)
 
     def _settle_item_failures(self, attempt: Attempt) -> Status:
         """Per-item failures of a batch that went on: the backend's back to the queue,
@@ -208,7 +227,7 @@ class Outcomes:
     def _verdict(self, handle: WorkerHandle, attempt: Attempt, status: Status) -> Verdict:
         others = [w for w in self.pool.workers.values() if w is not handle]
         baselines = (
-            w.attempt.usage_at_start if w.attempt is not None else w.usage() for w in others
+            w.attempt.baseline if w.attempt is not None else w.working_set() for w in others
         )
         growth = self.monitor.recent_growth
         return judge(
@@ -247,7 +266,7 @@ class Outcomes:
         if status is Status.OOM_KILLED:
             self.ledger.counters.oom_kills += 1
             if peak is not None:  # its retry is admitted only where this much fits
-                batch.known_cost = max(batch.known_cost, peak - attempt.usage_at_start)
+                batch.known_cost = max(batch.known_cost, attempt.reached(peak))
             if verdict.too_many_at_once:
                 limit = self.concurrency.decrease(attempt.ticket)
                 if limit is not None:
@@ -313,7 +332,7 @@ class Outcomes:
             self.admission.side_wasted += attempt.elapsed
         # more than the room it stalled in (strictly: the same room would stall it again)
         batch = attempt.batch
-        needed = max(batch.known_cost, handle.held + 1, (peak or 0) - attempt.usage_at_start)
+        needed = max(batch.known_cost, handle.held + 1, attempt.reached(peak))
         evidence = {"worker_pid": handle.pid, "side_share_mb": mib(handle.held)}
         blamed, innocent = self._split(handle, attempt)
         if innocent is not None:

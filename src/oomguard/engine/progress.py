@@ -27,6 +27,7 @@ class Snapshot:
     memory_used: int
     memory_cap: int
     elapsed: float
+    paused: str | None = None  # why intake is paused, once the pause is long enough to tell
 
     @property
     def rate(self) -> float:
@@ -71,9 +72,10 @@ class LineProgress:
         total = f"/{snapshot.total}" if snapshot.total is not None else ""
         print(
             f"oomguard: {event}: {snapshot.done}{total} items, {snapshot.rate:.1f}/s, "
-            f"memory {format_size(snapshot.memory_used)} of {format_size(snapshot.memory_cap)}, "
+            f"working set {format_size(snapshot.memory_used)} of {format_size(snapshot.memory_cap)}, "
             f"in flight {snapshot.in_flight}, OOM kills {snapshot.oom_kills}, "
-            f"quarantined {snapshot.quarantined}",
+            f"quarantined {snapshot.quarantined}"
+            + (f"; paused: {snapshot.paused}" if snapshot.paused else ""),
             file=sys.stderr,
             flush=True,
         )
@@ -129,6 +131,7 @@ class RichProgress:
             f"mem {format_size(snapshot.memory_used)}/{format_size(snapshot.memory_cap)} "
             f"in flight {snapshot.in_flight} OOM {snapshot.oom_kills} "
             f"quarantined {snapshot.quarantined}"
+            + (f" paused: {snapshot.paused}" if snapshot.paused else "")
         )
         self._bar.update(
             self._task,

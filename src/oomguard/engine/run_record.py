@@ -45,7 +45,7 @@ def attempt_entry(
         "end": round(end, 3),
         "duration_sec": round(end - start_wall, 3),
         "peak_mb": mib(peak) if peak is not None else None,
-        "start_mb": mib(attempt.usage_at_start),
+        "start_mb": mib(attempt.baseline),
         "worker_pid": pid,
         "alone": attempt.alone,
         "side": held,

@@ -21,6 +21,15 @@ from oomguard.memory.own import own_rss
 from oomguard.metrics.exporter import BATCH_SECONDS, RunNumbers
 from oomguard.sizes import mib
 
+PAUSE_SHOWN_AFTER = 3.0  # seconds: a pause this long appears in the progress line
+MEMORY_FIGURES = {
+    "peak_rss_mb": "RSS of the supervisor and its workers, summed (the monitor's samples)",
+    "peak_cgroup_mb": "charged to the job's cgroup, page cache included (the kernel's peak)",
+    "peak_percent_of_cap": "peak_cgroup_mb as a share of the cap",
+    "peak_working_set_mb": "charged less the inactive file cache, which the kernel drops "
+    "before it kills (the kubelet's working set); what admission and the pause use",
+}
+
 
 class RunSummary:
     def __init__(
@@ -60,9 +69,10 @@ class RunSummary:
             quarantined=counters.quarantined_total,
             in_flight=self.pool.in_flight(),
             oom_kills=counters.oom_kills,
-            memory_used=self.monitor.last_cgroup,
+            memory_used=self.monitor.last_working_set,
             memory_cap=self.memory,
             elapsed=time.monotonic() - self.start,
+            paused=self.admission.pause_shown(PAUSE_SHOWN_AFTER),
         )
 
     def numbers(self) -> RunNumbers:
@@ -78,6 +88,7 @@ class RunSummary:
             items={"success": counters.succeeded, **counters.quarantined},
             oom_kills=counters.oom_kills,
             job_bytes=self.monitor.last_cgroup,
+            job_working_set_bytes=self.monitor.last_working_set,
             worker_bytes=workers,
             supervisor_bytes=own_rss(),
             budget_bytes=self.memory,
@@ -147,9 +158,13 @@ class RunSummary:
         peak_cgroup = monitor.peak_cgroup
         if job_reading is not None and job_reading.peak is not None:
             peak_cgroup = max(peak_cgroup, job_reading.peak)
+        working = monitor.peak_working_set
         return {
             "peak_rss_mb": mib(monitor.peak_rss),
             "peak_cgroup_mb": mib(peak_cgroup),
+            "peak_working_set_mb": mib(working),
+            "peak_working_set_percent_of_cap": round(100 * working / self.memory, 1),
+            "memory_figures": MEMORY_FIGURES,
             "peak_gpu_mb": mib(monitor.peak_gpu) if monitor.peak_gpu else None,
             "cap_mb": mib(self.memory),
             "peak_percent_of_cap": round(100 * peak_cgroup / self.memory, 1),

@@ -60,10 +60,10 @@ class Runaways:
             if handle.held:
                 continue
             try:
-                now = handle.group.usage()
+                now = handle.group.working_set()
             except OSError:
                 continue
-            if not admission.over_prediction(now, attempt.usage_at_start, attempt.prediction):
+            if not admission.over_prediction(now, attempt.baseline, attempt.prediction):
                 continue
             if admission.still_growing(self.monitor.recent_growth(handle.slot, handle.pid)):
                 found.append((handle, now))
@@ -115,7 +115,7 @@ class Runaways:
 
     def _hold(self, worker: WorkerHandle, share: int) -> bool:
         try:
-            worker.group.hold(worker.group.usage() + share)
+            worker.group.hold(worker.group.usage() + share)  # a ceiling on what is charged
         except (OSError, CgroupError) as err:
             self.side_lane_unavailable = True
             self.ledger.event("side_lane", error=str(err))

@@ -154,6 +154,12 @@ class MemoryGroup(ABC):
         through descriptors kept open where the group is a cgroup: the hot path)."""
         return self.read().working_set
 
+    def charge(self) -> tuple[int, int]:
+        """``(usage, working_set)`` now, read together (the page cache charged is their
+        difference)."""
+        reading = self.read()
+        return reading.usage, reading.working_set
+
     def peak(self) -> int | None:
         """Peak bytes since the last :meth:`reset_peak`."""
         return self.read().peak

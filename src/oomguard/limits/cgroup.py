@@ -140,6 +140,9 @@ class CgroupGroup(MemoryGroup):
         return value
 
     def working_set(self) -> int:
+        return self.charge()[1]
+
+    def charge(self) -> tuple[int, int]:
         usage = self.usage()
         fd = self._fds.get("memory.stat")
         if fd is None:
@@ -148,9 +151,9 @@ class CgroupGroup(MemoryGroup):
                     self.directory / "memory.stat", os.O_RDONLY | os.O_CLOEXEC
                 )
             except FileNotFoundError:
-                return usage  # no memory.stat: nothing known to subtract
+                return usage, usage  # no memory.stat: nothing known to subtract
         inactive = stat_value(os.pread(fd, STAT_READ_BYTES, 0), INACTIVE_FILE_KEY[self.version])
-        return working_set(usage, inactive)
+        return usage, working_set(usage, inactive)
 
     def peak(self) -> int | None:
         return self._pread_int(self.peak_file)

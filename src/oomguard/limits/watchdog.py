@@ -94,6 +94,9 @@ class WatchdogGroup(MemoryGroup):
     def working_set(self) -> int:
         return self.current
 
+    def charge(self) -> tuple[int, int]:
+        return self.current, self.current
+
     def set_limit(self, limit: int | None) -> None:
         self.limit = limit
 

@@ -30,7 +30,8 @@ class RunNumbers:
 
     items: dict[str, int] = field(default_factory=dict)
     oom_kills: int = 0
-    job_bytes: int = 0
+    job_bytes: int = 0  # charged to the job's cgroup, page cache included
+    job_working_set_bytes: int = 0  # that, less the inactive file cache: what decisions use
     worker_bytes: int = 0
     supervisor_bytes: int = 0
     budget_bytes: int = 0
@@ -54,9 +55,13 @@ class OomguardCollector:
         yield items
         yield CounterMetricFamily("oomguard_oom_kills", "OOM kills seen.", value=now.oom_kills)
         memory = GaugeMetricFamily(
-            "oomguard_memory_bytes", "Memory in use, by scope.", labels=["scope"]
+            "oomguard_memory_bytes",
+            "Memory in use, by scope (job: charged to the job's cap, page cache included; "
+            "job_working_set: that less the inactive file cache, what admission uses).",
+            labels=["scope"],
         )
         memory.add_metric(["job"], now.job_bytes)
+        memory.add_metric(["job_working_set"], now.job_working_set_bytes)
         memory.add_metric(["worker"], now.worker_bytes)
         memory.add_metric(["supervisor"], now.supervisor_bytes)
         yield memory

@@ -1,0 +1,63 @@
+"""Intake pauses for memory that is really held, never for page cache, and never stalls."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import require_cgroups
+
+MiB = 1024 * 1024
+
+
+def uncached_file(path: Path, size: int) -> Path:
+    """A file of ``size`` bytes whose pages are not in the page cache (written, synced,
+    then dropped), so a reader's cgroup is charged for every page it reads."""
+    with open(path, "wb") as handle:
+        block = bytes(MiB)
+        for _ in range(size // MiB):
+            handle.write(block)
+        handle.flush()
+        os.fsync(handle.fileno())
+        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    return path
+
+
+@pytest.mark.cgroups
+@pytest.mark.timeout(120)
+def test_page_cache_filling_the_cap_never_pauses_intake(
+    run_job: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A file-reading job fills its cgroup with cache up to the cap (the kernel reclaims
+    it there): counted as usage, intake would pause with nothing left to free it."""
+    require_cgroups()
+    files = [uncached_file(tmp_path / f"f{n}.bin", 80 * MiB) for n in range(3)]
+    items = [{"kind": "read", "path": str(files[n % 3])} for n in range(6)]
+    result, out = run_job(items, memory="160m", workers=2)
+    assert sorted(line["result"]["read"] for line in out) == [80 * MiB] * 6
+    summary = result.summary
+    assert summary["peak_cgroup_mb"] >= 0.85 * 160  # the cache did fill the cap ...
+    assert summary["peak_working_set_mb"] < 0.85 * 160  # ... but it was never held
+    assert summary["admission"]["pauses"] == 0
+
+
+@pytest.mark.cgroups
+@pytest.mark.timeout(120)
+def test_a_pause_with_nothing_in_flight_still_runs_a_batch(
+    run_job: Callable[..., Any],
+) -> None:
+    """The one worker keeps 450 MiB of a 512 MiB cap after its first item (a leaky
+    library) and holds the job over its high water for good: intake pauses, and with
+    nothing in flight one batch at a time still goes (nothing else could end the pause)."""
+    require_cgroups()
+    items = [{"kind": "leak", "mb": 450}] + [{"kind": "ok", "value": i} for i in range(12)]
+    result, out = run_job(items, memory="512m", workers=1, batch_size=1)
+    assert len(out) == 13 and result.counts == {"success": 13}
+    assert result.summary["admission"]["pauses"] >= 1
+    assert any(
+        event.get("reason", "").startswith("working set") for event in result.summary["events"]
+    )
