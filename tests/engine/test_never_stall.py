@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from oomguard import ConfigError, Job
 from tests.conftest import require_cgroups
 
 MiB = 1024 * 1024
@@ -61,3 +63,53 @@ def test_a_pause_with_nothing_in_flight_still_runs_a_batch(
     assert any(
         event.get("reason", "").startswith("working set") for event in result.summary["events"]
     )
+
+
+@pytest.mark.cgroups
+@pytest.mark.timeout(120)
+def test_workers_oom_killed_while_they_load_stop_the_run_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every worker is OOM-killed while importing the function: one line, exit 2 (before,
+    the supervisor spun at 100% CPU on the dead worker's socket, forever)."""
+    require_cgroups()
+    monkeypatch.setenv("OOMGUARD_TEST_IMPORT_MB", "1200")
+    job = Job(
+        "tests.engine.oversized_import:work",
+        source=[1, 2, 3],
+        sink=tmp_path / "out.jsonl",
+        run_dir=tmp_path / "run",
+        memory="1g",
+        workers=1,
+        log_format="quiet",
+    )
+    with pytest.raises(ConfigError, match="OOM-killed while they load"):
+        job.run()
+
+
+@pytest.mark.cgroups
+@pytest.mark.timeout(120)
+def test_replacements_that_die_while_loading_stop_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first worker loads; once it crashes, every replacement is OOM-killed while it
+    imports the module: after a few in a row the run stops, it does not restart them
+    forever; what was done is journaled."""
+    require_cgroups()
+    monkeypatch.setenv("OOMGUARD_TEST_IMPORT_MB", "1200")
+    monkeypatch.setenv("OOMGUARD_TEST_IMPORT_MARKER", str(tmp_path / "imported-once"))
+    job = Job(
+        "tests.engine.oversized_import:work",
+        source=["exit"],
+        sink=tmp_path / "out.jsonl",
+        run_dir=tmp_path / "run",
+        memory="1g",
+        workers=1,
+        batch_size=1,
+        log_format="quiet",
+    )
+    with pytest.raises(ConfigError, match="OOM-killed while they load"):
+        job.run()
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    failed = [e for e in summary["events"] if e["event"] == "worker_failed_to_start"]
+    assert len(failed) == 3 and {e["status"] for e in failed} == {"oom_killed"}

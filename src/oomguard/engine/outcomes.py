@@ -189,8 +189,9 @@ class Outcomes:
             self._recover(handle, attempt, status, evidence)
         elif status is Status.OOM_KILLED:
             self.ledger.counters.oom_kills += 1
-        if handle.state is WorkerState.STARTING and status is Status.WORKER_CRASH:
-            self.ledger.event("worker_failed_to_start", **evidence)
+        if handle.state is WorkerState.STARTING:
+            self.ledger.event("worker_failed_to_start", status=str(status), **evidence)
+            self.pool.note_start_failure(handle)  # too many in a row stop the run
         self.pool.remove(handle)
 
     def _evidence(self, handle: WorkerHandle, status: Status, kills: int) -> dict[str, Any]:

@@ -33,9 +33,10 @@ from oomguard.engine.monitor import WorkerView
 from oomguard.engine.protocol import BatchFailure
 from oomguard.errors import ConfigError, ForkServerGone, OomguardError
 from oomguard.limits.base import Limiter, MemoryGroup, OomEvent
-from oomguard.sizes import mib
+from oomguard.sizes import format_size, mib
 
 FIRST_WORKER_TIMEOUT = 120.0  # seconds for the first worker to load the user's function
+START_FAILURES_PER_SLOT = 3  # workers dying before they load the function, in a row: stop
 STOP_GRACE = 5.0  # seconds workers have to stop when asked, at the end of a run
 
 
@@ -58,6 +59,7 @@ class WorkerPool:
         self.fork_server: ForkServer | None = None
         self._generations: collections.Counter[int] = collections.Counter()
         self._oom_pids: set[int] = set()  # victims the watchdog named
+        self._start_failures = 0  # workers that died before loading the function, in a row
 
     # ---------------------------------------------------------------- starting
 
@@ -87,14 +89,40 @@ class WorkerPool:
                 self.fork_server_lost(err)
         for slot in range(self.config.workers):
             self.start_slot(slot)
+        starting = list(self.workers.values())
         while not any(w.state is WorkerState.READY for w in self.workers.values()):
-            ready = wait([w.conn for w in self.workers.values()], timeout=FIRST_WORKER_TIMEOUT)
+            ready = wait([w.conn for w in starting], timeout=FIRST_WORKER_TIMEOUT)
             if not ready:
                 raise OomguardError(f"no worker became ready within {FIRST_WORKER_TIMEOUT:.0f} s")
-            for handle in list(self.workers.values()):
-                if handle.conn in ready:
-                    for _ in self.read(handle):
-                        pass  # nothing was sent yet: only "ready" or "fatal" can come
+            for handle in [w for w in starting if w.conn in ready]:
+                for _ in self.read(handle):
+                    pass  # nothing was sent yet: only "ready" or "fatal" can come
+                if handle.state is WorkerState.STARTING and handle.proc.poll() is not None:
+                    starting.remove(handle)  # dead before it loaded: its pidfd tells the loop
+                    if not starting:
+                        raise self.start_failed(handle)
+
+    def start_failed(self, handle: WorkerHandle) -> OomguardError:
+        """The error for workers that die before they can load the function: a cap too
+        small for an idle worker (a configuration error: exit 2) or a crash while loading."""
+        oom, _ = self.oom_seen(handle)
+        function = self.spec["function"]
+        if oom:
+            cap = format_size(self.job.limit) if self.job and self.job.limit else "the cap"
+            return ConfigError(
+                f"workers are OOM-killed while they load {function!r}: the cap of {cap} is "
+                "too small for an idle worker; give --memory more"
+            )
+        return OomguardError(
+            f"workers die while they load {function!r} (exit code {handle.proc.returncode})"
+        )
+
+    def note_start_failure(self, handle: WorkerHandle) -> None:
+        """A worker died before it loaded the function; after ``START_FAILURES_PER_SLOT``
+        such deaths per slot in a row, the run stops (replacing them would never end)."""
+        self._start_failures += 1
+        if self._start_failures >= START_FAILURES_PER_SLOT * self.config.workers:
+            raise self.start_failed(handle)
 
     def start_slot(self, slot: int) -> None:
         assert self.job is not None
@@ -168,6 +196,7 @@ class WorkerPool:
                         attempt.batch_failure = BatchFailure(message[2], message[3])
                 elif kind == protocol.READY:
                     handle.state = WorkerState.READY
+                    self._start_failures = 0
                 elif kind == protocol.FATAL:
                     raise ConfigError(message[1])
         except (EOFError, OSError):
