@@ -68,7 +68,7 @@ from oomguard.engine.sources import Source
 from oomguard.engine.worker import Failure
 from oomguard.errors import CgroupError, ConfigError, OomguardError
 from oomguard.journal.ranges import RangeSet
-from oomguard.journal.store import Checkpoint, Journal
+from oomguard.journal.store import Checkpoint, Journal, JournalLost
 from oomguard.limits.base import Limiter, MemoryGroup, OomEvent
 from oomguard.memory.gpu import read_gpus
 from oomguard.memory.kernel_log import KernelLogTail, find_oom_kills, read_kernel_log
@@ -1394,7 +1394,7 @@ class Supervisor:
         if not isinstance(self.failure_error, SinkError):
             try:
                 self.maybe_checkpoint(final=True)
-            except SinkError as err:
+            except (SinkError, JournalLost) as err:  # the run stops; the summary still says why
                 self.failure = self.failure or f"{type(err).__name__}: {err}"
                 self.failure_error = err
         for closer in (self.sink.close, self.quarantine_file.close):
