@@ -110,17 +110,20 @@ def _not_json(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-# json's own C encoder, made once with json.dumps's defaults (ensure_ascii=False):
-# JSONEncoder.encode builds a new one for every call, which costs more than encoding a
+# json's own C encoder, made once with json.dumps's defaults (ensure_ascii=False) but
+# allow_nan=False: NaN and Infinity are no JSON (``jq`` and most parsers refuse a file that
+# holds them), so a result holding one is its item's error, never a line of the output.
+# JSONEncoder.encode builds a new encoder for every call, which costs more than encoding a
 # small result. It keeps the containers it is inside of in _MARKERS (circular references
 # are a ValueError); an error leaves them there, so they are cleared after one.
 _MARKERS: dict[int, Any] = {}
 _encode_c = (
-    c_make_encoder(_MARKERS, _not_json, encode_basestring, None, ": ", ", ", False, False, True)
+    c_make_encoder(_MARKERS, _not_json, encode_basestring, None, ": ", ", ", False, False, False)
     if c_make_encoder is not None  # None where Python was built without _json
     else None
 )
-_encode_py = json.JSONEncoder(ensure_ascii=False).encode
+_encode_py = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+NOT_FINITE = "Out of range float values are not JSON compliant"  # json's own message
 
 
 def encode_value(value: Any) -> str:
@@ -152,6 +155,16 @@ REPORT_MAX_ITEMS = 1000  # and at most this many results held back
 
 Failure = tuple[int, str, dict[str, str]]  # (index, status, error)
 Group = tuple[list[int], str | list[Any], list[Failure]]  # (indices, results, failures)
+
+
+def not_json(index: int, exc: Exception) -> TypeError:
+    """The error of an item whose result cannot be a JSONL line, in words."""
+    if str(exc).startswith(NOT_FINITE):
+        return TypeError(
+            f"result of item {index} holds NaN or Infinity, which JSON cannot hold (an output "
+            "with them is no JSON): return None or a string for such values"
+        )
+    return TypeError(f"result of item {index} is not JSON-serializable: {exc}")
 
 
 def message(batch_id: int, group: Group, stats: dict[str, Any] | None) -> tuple[Any, ...]:
@@ -219,8 +232,7 @@ class WorkerLoop:
                 try:
                     lines.append(encode_line(index, value))
                 except (TypeError, ValueError) as exc:
-                    problem = TypeError(f"result of item {index} is not JSON-serializable: {exc}")
-                    failures.append((index, _ERROR, error_payload(problem)))
+                    failures.append((index, _ERROR, error_payload(not_json(index, exc))))
                     continue
             keep(index)
         if encode_json:
