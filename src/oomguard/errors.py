@@ -37,3 +37,19 @@ class CgroupPermissionError(CgroupError):
 
 class LimiterUnavailable(OomguardError):
     """No way to enforce memory limits was found (see ``oomguard doctor``)."""
+
+
+class DiskFullError(OomguardError):
+    """The disk (or quota) is full: the run stopped, nothing committed is lost, and it
+    resumes once there is space. The CLI prints its one line and exits with code 2."""
+
+
+class Terminated(KeyboardInterrupt):
+    """The run was stopped by SIGTERM. A KeyboardInterrupt, so a run stops on it exactly
+    as on Ctrl-C (what finished is committed, workers and cgroups go, the summary is
+    written); the CLI exits with 143, as a process killed by SIGTERM does."""
+
+
+class OomguardWarning(UserWarning):
+    """Something oomguard does on purpose but a user should know (a clamped option, an
+    endpoint without authentication on a public address); the CLI prints one line."""
