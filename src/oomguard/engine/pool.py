@@ -138,6 +138,7 @@ def start_worker(
                     "oomguard.engine.worker",
                     str(theirs.fileno()),
                     str(slot_fd),
+                    str(os.getpid()),  # it dies with us (engine/worker.py main)
                 ],
                 pass_fds=(theirs.fileno(), slot_fd),
                 stdin=subprocess.DEVNULL,

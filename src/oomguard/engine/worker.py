@@ -47,7 +47,14 @@ from typing import Any
 
 from oomguard.engine.classify import Status, classify_exception
 from oomguard.engine.context import Pressure, WorkerContext, set_context
-from oomguard.limits.process import WORKER_OOM_SCORE_ADJ, apply_rlimit_as, set_oom_score_adj
+from oomguard.limits.process import (
+    WORKER_OOM_SCORE_ADJ,
+    apply_rlimit_as,
+    become_subreaper,
+    die_with_parent,
+    kill_descendants,
+    set_oom_score_adj,
+)
 from oomguard.memory.own import own_rss
 
 
@@ -309,8 +316,21 @@ class WorkerLoop:
 
 
 def main(argv: list[str]) -> int:
+    """``FD SLOT_FD [PARENT]``: PARENT, the supervisor's pid, when it spawned this worker
+    itself (a forked worker asks to die with its fork server before this runs)."""
     # Ctrl-C belongs to the supervisor, which stops workers itself
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if len(argv) > 2:
+        die_with_parent(int(argv[2]))  # a supervisor killed by SIGKILL takes its workers along
+    # what an item starts stays in this worker's tree, detached or not, so it can be killed
+    become_subreaper()
+    try:
+        return run_worker(argv)
+    finally:
+        kill_descendants()  # nothing an item started outlives its worker
+
+
+def run_worker(argv: list[str]) -> int:
     conn = Connection(int(argv[0]))
     slot_fd = int(argv[1])
     slot = mmap.mmap(slot_fd, SLOT_SIZE)
