@@ -45,7 +45,7 @@ from oomguard.engine.admission import Admission, AdmissionConfig
 from oomguard.engine.aimd import Aimd
 from oomguard.engine.artifacts import MemoryLog, open_private, write_dmesg_excerpt, write_json
 from oomguard.engine.batch_size import BatchSizer
-from oomguard.engine.classify import Status, classify_text
+from oomguard.engine.classify import Status
 from oomguard.engine.config import JobConfig
 from oomguard.engine.forking import ForkServer, ForkServerGone
 from oomguard.engine.items import Batch, Item
@@ -211,7 +211,7 @@ class Supervisor:
         self.backend_oom_at = 0.0
         self.pressure: tuple[str, str] = ("normal", "")
         self.pressure_checked = 0.0
-        self.backend_events_seen: list[dict[str, Any]] = []
+        self.backend_seq = 0  # the number of the next backend event to take
         self.last_checkpoint = time.monotonic()
         self.staged_quarantine: list[tuple[int, str, dict[str, Any]]] = []
         self.staged_attempts: list[dict[str, Any]] = []
@@ -1153,9 +1153,8 @@ class Supervisor:
     def is_backend_failure(self, error: dict[str, Any] | None) -> bool:
         if self.backend is None or not error:
             return False
-        return means_backend_failure(f"{error.get('type', '')}: {error.get('message', '')}") or (
-            Status.MEMORY_ERROR is classify_text(error)
-        )
+        # the backend's own texts only: a worker's MemoryError is the item's
+        return means_backend_failure(f"{error.get('type', '')}: {error.get('message', '')}")
 
     def backend_failed_batch(
         self, handle: WorkerHandle, batch: Batch, error: dict[str, Any], peak: int | None
@@ -1173,8 +1172,8 @@ class Supervisor:
         backend = self.backend
         assert backend is not None
         backend.drain()
-        for event in backend.recent_events()[len(self.backend_events_seen) :]:
-            self.backend_events_seen.append(event)
+        events, self.backend_seq = backend.events_since(self.backend_seq)
+        for event in events:
             self.add_event(event)
             if event["event"] == "backend_oom_killed":
                 self.backend_oom_at = time.monotonic()
