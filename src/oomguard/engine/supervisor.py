@@ -141,7 +141,8 @@ class Supervisor:
             "function": function_spec,
             "batched": config.batched,
             "encode_json": sink.wants_json,
-            "sys_path": [os.getcwd(), *sys.path],
+            # the run's own import path first: a resume from elsewhere imports the same code
+            "sys_path": [*filter(None, [config.import_path]), os.getcwd(), *sys.path],
             "trim": config.trim,
             "rlimit_as": config.rlimit_as,
         }
