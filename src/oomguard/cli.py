@@ -260,7 +260,11 @@ def _print_result(result: Any) -> None:
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--force", is_flag=True, help="Resume even though the input changed.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Resume even though the input changed, or the output is not the file the run wrote.",
+)
 @click.option(
     "--log-format", type=click.Choice(["auto", "rich", "plain", "json", "quiet"]), default=None
 )

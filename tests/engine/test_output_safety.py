@@ -255,3 +255,20 @@ def test_resume_and_retry_import_the_function_from_the_runs_directory(tmp_path: 
     )
     assert retried.returncode == 0, retried.stderr
     assert indices(project / "flaky-out.jsonl") == {0: 1, 1: 1, 2: 1}
+
+
+def test_a_restored_copy_of_the_output_is_resumed_only_when_forced(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", OK)
+    out = tmp_path / "out.jsonl"
+    first = run(WORK, "-i", source, "-o", out, "--run-dir", tmp_path / "run")
+    assert first.returncode == 0, first.stderr
+    restored = out.read_bytes()
+    out.unlink()
+    out.write_bytes(restored)  # the same results, restored from a backup: another file
+    refused = run_cli("resume", str(tmp_path / "run"), "--log-format", "quiet")
+    one_line_error(refused, "not the file this run wrote", "--force")
+    forced = run_cli("resume", str(tmp_path / "run"), "--force", "--log-format", "quiet")
+    assert forced.returncode == 0, forced.stderr
+    assert out.read_bytes() == restored  # nothing cut, nothing redone
+    again = run_cli("resume", str(tmp_path / "run"), "--log-format", "quiet")
+    assert again.returncode == 0, again.stderr  # the copy is the run's output now

@@ -170,7 +170,8 @@ class Job:
         """Run to the end, or resume: a run directory with a journal carries on where it stopped.
 
         Configuration errors raise :class:`ConfigError` before any work. ``force`` resumes
-        over a source that changed since the journal was started; ``only`` limits the run
+        over a source that changed since the journal was started, or onto an output the
+        journal does not recognise (engine/output.py); ``only`` limits the run
         to those input indices (``retry_quarantined``). SIGTERM stops the run as Ctrl-C
         does and raises :class:`~oomguard.errors.Terminated`; a full disk raises
         :class:`~oomguard.errors.DiskFullError` (engine/stopping.py).
@@ -234,7 +235,7 @@ class Job:
         new_run = journal.get_meta("function") is None
         if not new_run:
             self.check_same_job(journal)
-        claim = self.claim_output(journal, new_run)
+        claim = self.claim_output(journal, new_run, force)
         try:
             done = self.check_journal(journal, force, new_run, claim)
             sink = open_sink(self.sink_path(), self.config.parquet_buffer_bytes)
@@ -275,7 +276,7 @@ class Job:
             return self.sink_spec
         return self.run_dir.resolve() / "results.jsonl"
 
-    def claim_output(self, journal: Journal, new_run: bool) -> OutputClaim | None:
+    def claim_output(self, journal: Journal, new_run: bool, force: bool) -> OutputClaim | None:
         """Lock the output file for this run, refusing what would destroy data (output.py)."""
         target = path_of(self.sink_path())
         if target is None:
@@ -288,6 +289,7 @@ class Job:
             overwrite=self.overwrite,
             recorded=journal.get_meta("output"),
             committed=journal.committed_count(),
+            force=force,
         )
 
     def fitted(self, source: Source, done: RangeSet, only: RangeSet | None) -> JobConfig:

@@ -12,8 +12,9 @@ empty it. So:
   directory), held for the run's life and dropped by the kernel when the holder dies: a
   second run writing there is refused, so one run never truncates another's results;
 - the journal records the output's device and inode; a resume works only on that very
-  file (not one put in its place, nor another file a changed journal names), and
-  refuses to start over a file that vanished while results were committed to it.
+  file (not one put in its place, nor another file a changed journal names) unless
+  forced (``--force``: the same data, restored from a backup, say), and refuses to
+  start over a file that vanished while results were committed to it.
 """
 
 from __future__ import annotations
@@ -57,16 +58,18 @@ def claim_output(
     overwrite: bool,
     recorded: dict[str, Any] | None,
     committed: int,
+    force: bool = False,
 ) -> OutputClaim:
     """Check that this run may write ``path`` and lock it (see the module's rules).
 
     ``recorded``: the output's identity from the journal (a resume); ``committed``: how
-    many results the journal has committed to it."""
+    many results the journal has committed to it; ``force``: resume onto an output the
+    journal does not recognise (the user says it holds the run's results)."""
     check_not_input(path, source)
     if path.parent == run_dir.resolve() and path.name in RUN_DIR_FILES:
         raise ConfigError(f"output {str(path)!r} is the run directory's own {path.name}")
     if not new_run:
-        check_same_output(path, recorded, committed)
+        check_same_output(path, recorded, committed, force)
     fd = open_output(path)
     try:
         try:
@@ -110,7 +113,9 @@ def check_not_input(path: Path, source: Path | None) -> None:
         )
 
 
-def check_same_output(path: Path, recorded: dict[str, Any] | None, committed: int) -> None:
+def check_same_output(
+    path: Path, recorded: dict[str, Any] | None, committed: int, force: bool
+) -> None:
     """A resume writes only to the file its journal recorded, as it recorded it."""
     try:
         info = os.stat(path)
@@ -121,17 +126,20 @@ def check_same_output(path: Path, recorded: dict[str, Any] | None, committed: in
                 "committed to it: restore it to resume, or start a new run"
             ) from None
         return
+    if force:
+        return
     if recorded is None:
         raise ConfigError(
             f"cannot tell whether output {str(path)!r} is this run's own: its journal does not "
             "record it (an older oomguard, or an edited journal); refusing to cut it back to "
-            "the journal's position"
+            "the journal's position; use --force if it holds this run's results"
         )
     if identity_of(info) != {"dev": recorded.get("dev"), "ino": recorded.get("ino")}:
         raise ConfigError(
             f"output {str(path)!r} is not the file this run wrote (it was replaced, or the "
             "journal names another file): refusing to cut it back to the journal's position; "
-            "restore the run's own output, or start a new run"
+            "restore the run's own output (--force if a restored copy is in its place), or "
+            "start a new run"
         )
 
 
