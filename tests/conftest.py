@@ -8,6 +8,7 @@ can never pass by skipping them.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,30 +54,44 @@ def _our_cgroups() -> set[str]:
         return set()
 
 
-def _temp_entries() -> set[str]:
-    return {name for name in os.listdir(tempfile.gettempdir()) if not name.startswith("pytest-of-")}
-
-
 @pytest.fixture(scope="session", autouse=True)
-def nothing_left_behind() -> Iterator[None]:
-    """After the whole suite: no cgroup, child process or temp entry the tests made remains."""
+def nothing_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the whole suite: no cgroup, child process or temp entry the tests made remains.
+
+    Temporary files are looked for in a directory of the session's own (TMPDIR, for this
+    process and every child it starts): the machine's /tmp is shared, and an entry another
+    process makes there meanwhile (a package install, an editor) is not the suite's."""
+    tmp_path_factory.getbasetemp()  # pytest's own tmp_path directories stay where they were
+    private = Path(tempfile.mkdtemp(prefix="oomguard-tests-"))
+    saved = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = tempfile.tempdir = str(private)
     cgroups_before = _our_cgroups()
-    temp_before = _temp_entries()
-    yield
-    close_idle()  # the fork server kept for the next job (engine/fork_server.py) is ours to close
-    me = psutil.Process()
-    children = [p for p in me.children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
-    leftover_cgroups = _our_cgroups() - cgroups_before
-    leftover_temp = {
-        name for name in _temp_entries() - temp_before if Path(tempfile.gettempdir(), name).exists()
-    }
+    try:
+        yield
+        close_idle()  # the fork server kept for the next job (engine/fork_server.py) is ours to close
+        me = psutil.Process()
+        children = [p for p in me.children(recursive=True) if _running(p)]
+        leftover_cgroups = _our_cgroups() - cgroups_before
+        leftover_temp = sorted(os.listdir(private))
+    finally:
+        if saved[0] is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved[0]
+        tempfile.tempdir = saved[1]
+        shutil.rmtree(private, ignore_errors=True)
     problems = []
     if children:
         problems.append(f"child processes still running: {[(p.pid, p.name()) for p in children]}")
     if leftover_cgroups:
         problems.append(f"cgroups left behind: {sorted(leftover_cgroups)}")
     if leftover_temp:
-        problems.append(
-            f"temporary files left behind in {tempfile.gettempdir()}: {sorted(leftover_temp)}"
-        )
+        problems.append(f"temporary files left behind: {leftover_temp}")
     assert not problems, "; ".join(problems)
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False  # it ended while the list was read

@@ -8,17 +8,26 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from oomguard import __version__
-from oomguard.errors import ConfigError, OomguardError
+from oomguard.errors import (
+    ConfigError,
+    DiskFullError,
+    OomguardError,
+    OomguardWarning,
+    Terminated,
+)
 from oomguard.sizes import format_size, parse_size
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
+EXIT_SIGTERM = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
 
 
 class SizeParam(click.ParamType):  # type: ignore[type-arg]
@@ -164,13 +173,24 @@ def doctor(as_json: bool, memory: int | None) -> None:
 @click.option(
     "--metrics-addr", default=None, help="Address for --metrics-port [default: 127.0.0.1]."
 )
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    default=False,
+    help="Replace an output that holds data already (a new run refuses it otherwise).",
+)
 def run_command(
-    function: str, input_: str | None, output: str | None, config_file: str | None, **options: Any
+    function: str,
+    input_: str | None,
+    output: str | None,
+    config_file: str | None,
+    overwrite: bool,
+    **options: Any,
 ) -> None:
     """Run FUNCTION ('package.module:function') over every input item under a memory cap.
 
     Exit codes: 0 all done; 3 finished with quarantined items; 2 usage or configuration
-    error; 1 internal failure.
+    error, or a full disk; 143 stopped by SIGTERM (resumable); 1 internal failure.
     """
     import os
     from pathlib import Path
@@ -196,8 +216,25 @@ def run_command(
         raise click.UsageError("no input: give --input FILE (or 'input' in --config)")
     run_dir = values.pop("run_dir", None)
     memory = values.pop("memory", None)
-    job = Job(function, source=source, sink=sink, run_dir=run_dir, memory=memory, **values)
-    result = job.run()
+    job = Job(
+        function,
+        source=source,
+        sink=sink,
+        run_dir=run_dir,
+        memory=memory,
+        overwrite=overwrite,
+        **values,
+    )
+    _finish(job.run)
+
+
+def _finish(run: Callable[[], Any]) -> None:
+    """Run a job and exit with its code: 143 (one line) when SIGTERM stopped it."""
+    try:
+        result = run()
+    except Terminated as stopped:
+        click.echo(f"oomguard: {stopped}", err=True)
+        raise click.exceptions.Exit(EXIT_SIGTERM) from None
     _print_result(result)
     raise click.exceptions.Exit(result.exit_code)
 
@@ -222,7 +259,11 @@ def _print_result(result: Any) -> None:
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--force", is_flag=True, help="Resume even though the input changed.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Resume even though the input changed, or the output is not the file the run wrote.",
+)
 @click.option(
     "--log-format", type=click.Choice(["auto", "rich", "plain", "json", "quiet"]), default=None
 )
@@ -231,9 +272,7 @@ def resume(run_dir: str, force: bool, log_format: str | None) -> None:
     from oomguard.engine.job import Job
 
     overrides = {"log_format": log_format} if log_format else {}
-    result = Job.resume(run_dir, force=force, **overrides)
-    _print_result(result)
-    raise click.exceptions.Exit(result.exit_code)
+    _finish(lambda: Job.resume(run_dir, force=force, **overrides))
 
 
 @cli.command(name="retry-quarantined")
@@ -249,9 +288,7 @@ def retry_quarantined(run_dir: str, memory: int | None, log_format: str | None) 
     overrides: dict[str, Any] = {"log_format": log_format} if log_format else {}
     if memory is not None:
         overrides["memory"] = memory
-    result = Job.retry_quarantined(run_dir, **overrides)
-    _print_result(result)
-    raise click.exceptions.Exit(result.exit_code)
+    _finish(lambda: Job.retry_quarantined(run_dir, **overrides))
 
 
 @cli.command()
@@ -477,8 +514,27 @@ def plan(
         render_plan(result)
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """oomguard's own warnings as one line each; others as Python shows them."""
+    if issubclass(category, OomguardWarning):
+        click.echo(f"oomguard: warning: {message}", err=True)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
+    warnings.showwarning = _show_warning
     try:
         code = cli.main(args=argv, prog_name="oomguard", standalone_mode=False)
         if isinstance(code, int):
@@ -497,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
             hint = f" (see '{err.ctx.command_path} --help')"
         click.echo(f"oomguard: error: {message}{hint}", err=True)
         return EXIT_USAGE if isinstance(err, click.UsageError) else err.exit_code
-    except ConfigError as err:
+    except (ConfigError, DiskFullError) as err:
         click.echo(f"oomguard: error: {err}", err=True)
         return EXIT_USAGE
     except OomguardError as err:

@@ -7,6 +7,8 @@ prints their one-line message and exits with code 2, without a traceback.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class OomguardError(Exception):
     """Base of every error oomguard raises on purpose."""
@@ -42,6 +44,10 @@ class LimiterUnavailable(OomguardError):
 class SinkError(OomguardError):
     """The sink could not take results (disk full, permissions): the run stops, resumable."""
 
+    def __init__(self, message: str, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
 
 class ForkServerGone(OomguardError):
     """The fork server died or stopped answering; the engine falls back to spawning."""
@@ -49,3 +55,19 @@ class ForkServerGone(OomguardError):
 
 class BackendFailed(OomguardError):
     """The backend could not be kept alive within its restart budget."""
+
+
+class DiskFullError(OomguardError):
+    """The disk (or quota) is full: the run stopped, nothing committed is lost, and it
+    resumes once there is space. The CLI prints its one line and exits with code 2."""
+
+
+class Terminated(KeyboardInterrupt):
+    """The run was stopped by SIGTERM. A KeyboardInterrupt, so a run stops on it exactly
+    as on Ctrl-C (what finished is committed, workers and cgroups go, the summary is
+    written); the CLI exits with 143, as a process killed by SIGTERM does."""
+
+
+class OomguardWarning(UserWarning):
+    """Something oomguard does on purpose but a user should know (a clamped option, an
+    endpoint without authentication on a public address); the CLI prints one line."""

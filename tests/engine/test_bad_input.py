@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -140,3 +141,41 @@ def test_bad_memory_is_a_config_error(tmp_path: Path) -> None:
         Job(WORK, source=[1], memory="lots", run_dir=tmp_path / "r").run()
     with pytest.raises(ConfigError, match="more than the effective budget"):
         Job(WORK, source=[1], memory="100TiB", run_dir=tmp_path / "r").run()
+
+
+def test_a_bad_byte_in_a_csv_costs_its_row_only(tmp_path: Path) -> None:
+    rows = [f"ok,{i}\n".encode() for i in range(100)]
+    rows[49] = b"ok,caf\xe9\n"  # Latin-1, not UTF-8
+    source = tmp_path / "items.csv"
+    source.write_bytes(b"kind,value\n" + b"".join(rows))
+    out = tmp_path / "o.jsonl"
+    result = Job(
+        WORK, source=source, sink=out, run_dir=tmp_path / "run", workers=1, log_format="quiet"
+    ).run()
+    assert result.succeeded == 99  # every row after the bad one ran
+    (entry,) = result.quarantined
+    assert entry["input_index"] == 49 and entry["status"] == "error"
+    assert "line 51" in entry["evidence"]["message"]
+    assert "not valid UTF-8" in entry["evidence"]["message"]
+    done = sorted(json.loads(line)["input_index"] for line in out.read_text().splitlines())
+    assert done == [i for i in range(100) if i != 49]
+
+
+def test_nan_and_infinity_never_reach_the_output(tmp_path: Path) -> None:
+    items = [
+        {"kind": "ok", "value": 1},
+        *({"kind": "not_finite", "value": v} for v in ("nan", "inf", "-inf")),
+    ]
+    source = write_jsonl(tmp_path / "items.jsonl", items)
+    out = tmp_path / "o.jsonl"
+    result = Job(
+        WORK, source=source, sink=out, run_dir=tmp_path / "run", workers=1, log_format="quiet"
+    ).run()
+
+    def strict(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    lines = [json.loads(line, parse_constant=strict) for line in out.read_text().splitlines()]
+    assert lines == [{"input_index": 0, "result": {"value": 2}}]  # valid JSON, every line
+    assert [q["input_index"] for q in result.quarantined] == [1, 2, 3]
+    assert all("NaN or Infinity" in q["evidence"]["message"] for q in result.quarantined)

@@ -45,7 +45,7 @@ def test_the_next_job_forks_its_workers_from_the_server_the_last_one_left(run_jo
     _, first = run_job(WHOAMI, name="first")
     kept = idle_pid()
     assert kept == server_of(first)  # kept, idle, after the run
-    assert psutil.Process(kept).cmdline()[-2] == "oomguard.engine.fork_server_main"
+    assert "oomguard.engine.fork_server_main" in psutil.Process(kept).cmdline()
     _, second = run_job(WHOAMI, name="second")
     assert server_of(second) == kept
     assert idle_pid() == kept

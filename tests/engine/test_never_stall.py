@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,21 +11,9 @@ import pytest
 
 from oomguard import ConfigError, Job
 from tests.conftest import require_cgroups
+from tests.helpers.files import uncached_file
 
 MiB = 1024 * 1024
-
-
-def uncached_file(path: Path, size: int) -> Path:
-    """A file of ``size`` bytes whose pages are not in the page cache (written, synced,
-    then dropped), so a reader's cgroup is charged for every page it reads."""
-    with open(path, "wb") as handle:
-        block = bytes(MiB)
-        for _ in range(size // MiB):
-            handle.write(block)
-        handle.flush()
-        os.fsync(handle.fileno())
-        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-    return path
 
 
 @pytest.mark.cgroups

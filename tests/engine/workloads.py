@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -11,6 +13,38 @@ from typing import Any
 
 MiB = 1024 * 1024
 LEAKED: list[bytearray] = []  # what the "leak" items keep, as a leaky library would
+
+# a background helper that detaches itself, as a library's own server would: a new session
+# (start_new_session), and its parent exits once it is up, so it is nobody's child (but
+# a subreaper's); it says it is up through a pipe, then waits for ever
+DAEMON = r"""
+import os, sys, threading
+ready, up = os.pipe()
+if os.fork():
+    os.close(up)
+    os.read(ready, 1)
+    os._exit(0)
+with open(sys.argv[1], "w") as pidfile:
+    pidfile.write(str(os.getpid()))
+os.write(up, b"x")
+threading.Event().wait()
+"""
+
+
+def gate(item: dict[str, Any]) -> dict[str, Any]:
+    """Tell the test this item runs (its pid through the ``ready`` FIFO), then wait for its
+    word on the ``go`` FIFO: a long item the test ends when it wants, never by a sleep.
+    With a ``marker`` file, only the first attempt waits (a resumed run passes at once)."""
+    marker = Path(item["marker"]) if "marker" in item else None
+    if marker is not None and marker.exists():
+        return {"gate": "passed"}
+    if marker is not None:
+        marker.write_text("1")
+    with open(item["ready"], "w") as ready:
+        ready.write(f"{os.getpid()}\n")
+    with open(item["go"]) as go:
+        go.readline()
+    return {"gate": "opened"}
 
 
 def allocate(mb: int) -> bytearray:
@@ -92,6 +126,29 @@ def work(item: dict[str, Any]) -> Any:
             os.kill(os.getppid(), 9)
             os._exit(7)
         return {"parent": parent.decode(errors="replace").split("\0")[1:3]}
+    if kind == "gate":
+        return gate(item)
+    if kind == "not_finite":
+        return {"value": float(item["value"])}  # "nan", "inf", "-inf"
+    if kind == "daemon":
+        helper = subprocess.Popen(
+            [sys.executable, "-c", DAEMON, item["pidfile"]],
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        helper.wait()  # its child, detached, is up and has written its pid
+        if item.get("then") == "exit":
+            os._exit(7)
+        return {"daemon": int(Path(item["pidfile"]).read_text())}
+    if kind == "named_grow":
+        # the kernel names a process by its comm in every line of its OOM report
+        Path("/proc/self/comm").write_text(item["comm"])
+        touch(allocate(item["mb"]))
+        return {"mb": item["mb"]}
+    if kind == "secret_error":
+        raise ValueError(f"token {os.environ[item['var']]} while reading {item['file']}")
     if kind == "json_unfriendly":
         return {1, 2, 3}
     if kind == "unpicklable":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,12 +10,30 @@ from pathlib import Path
 ROOT = Path(__file__).parents[2]
 
 
-def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment for a child ``oomguard``: a relative PYTHONPATH (``PYTHONPATH=src``)
+    made absolute, so a child started in another directory runs this same code."""
+    env = {**os.environ, **extra}
+    if env.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.pathsep.join(
+            str(Path(part).resolve()) for part in env["PYTHONPATH"].split(os.pathsep) if part
+        )
+    return env
+
+
+def oomguard_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "oomguard.cli", *args]
+
+
+def run_cli(
+    *args: str, cwd: Path = ROOT, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "oomguard.cli", *args],
+        oomguard_argv(*args),
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=cwd,
+        env=env or cli_env(),
         check=False,
     )

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from oomguard import ConfigError, Job
 from oomguard.engine.fork_server import close_idle, idle_pid
-from oomguard.errors import SinkError
+from oomguard.errors import DiskFullError
 from oomguard.journal import Checkpoint, Journal, RangeSet, RunLock, decode_ranges, encode_ranges
 from oomguard.limits import CgroupLimiter
 from tests.engine.conftest import WORK, read_output, write_jsonl
@@ -254,7 +254,7 @@ def test_disk_full_sink_loses_nothing_and_resumes(tmp_path: Path, small_disk: Pa
         log_format="quiet",
         commit_interval=0.01,
     )
-    with pytest.raises(SinkError, match=r"No space left on device.*resume"):
+    with pytest.raises(DiskFullError, match=r"out\.jsonl.*free space and run `oomguard resume "):
         Job(WORK, **job_args).run()  # type: ignore[arg-type]
     journal = Journal.open(tmp_path / "run")
     committed = journal.committed_set()

@@ -12,6 +12,7 @@ import pytest
 from oomguard.limits import CgroupLimiter, sweep_stale_groups
 from oomguard.memory.kernel_log import find_oom_kills, read_kernel_log
 from tests.helpers.children import allocator, file_reader, go
+from tests.helpers.files import uncached_file
 
 MiB = 1024**2
 
@@ -93,18 +94,6 @@ def test_worker_own_limit_and_peak_reset(cgroup_limiter: CgroupLimiter) -> None:
         after = worker.read().peak
         assert after is not None and after < peak
     assert worker.read().limit == 64 * MiB
-
-
-def uncached_file(path: Path, size: int) -> Path:
-    """A file of ``size`` bytes none of whose pages is in the page cache (written, synced,
-    then dropped), so the next reader's cgroup is charged for every page it reads."""
-    with open(path, "wb") as handle:
-        for _ in range(size // MiB):
-            handle.write(os.urandom(MiB))
-        handle.flush()
-        os.fsync(handle.fileno())
-        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-    return path
 
 
 def test_page_cache_of_a_file_read_is_charged_but_not_in_the_working_set(

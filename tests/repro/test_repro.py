@@ -137,3 +137,33 @@ def test_cli_repro(cgroup_limiter: CgroupLimiter, tmp_path: Path) -> None:
     assert "OOM-killed at" in result.stderr
     missing = run_cli("repro", "--memory", "150m", timeout=60)
     assert missing.returncode == 2 and "no command given" in missing.stderr
+
+
+def test_the_peak_is_the_kernels_not_the_last_sample(
+    cgroup_limiter: CgroupLimiter, tmp_path: Path
+) -> None:
+    # 400 MiB at once under a 200 MiB cap, sampled every 5 s: the kill comes between samples
+    result = reproduce(
+        [sys.executable, "-c", "x = bytearray(400 * 1024 * 1024)"],
+        200 * MiB,
+        output_dir=tmp_path / "out",
+        interval=5.0,
+    )
+    assert result.oom_killed
+    assert result.summary["peak_rss_mb"] >= 0.8 * 200, result.summary
+
+
+def test_a_cap_too_small_to_start_anything_is_refused(tmp_path: Path) -> None:
+    for tiny in ("1b", "1k"):
+        refused = run_cli(
+            "repro",
+            "--memory",
+            tiny,
+            "-o",
+            str(tmp_path / tiny),
+            "--",
+            sys.executable,
+            "-c",
+            "pass",
+        )
+        assert refused.returncode == 2 and "below the 32.0 MiB" in refused.stderr, refused.stderr

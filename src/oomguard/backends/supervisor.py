@@ -29,14 +29,17 @@ import urllib.error
 import urllib.request
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from oomguard.backends.config import BackendConfig
 from oomguard.errors import BackendFailed
 from oomguard.limits.base import Limiter, MemoryGroup
+from oomguard.safe_files import open_private
 from oomguard.wakeup import WakePipe
 
 State = Literal["starting", "ready", "down", "failed", "stopped"]
+EVENTS_KEPT = 500  # a bounded history: a 13-hour run restarts its server thousands of times
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,9 @@ class BackendSupervisor:
         self.state: State = "stopped"
         self.restarts = 0
         self.oom_kills = 0
-        self.events: deque[BackendEvent] = deque(maxlen=500)
+        # the last EVENTS_KEPT events, each with its sequence number (events_since)
+        self.events: deque[tuple[int, BackendEvent]] = deque(maxlen=EVENTS_KEPT)
+        self._next_seq = 0
         self.failure: str | None = None
         self.group: MemoryGroup | None = None
         self.process: subprocess.Popen[bytes] | None = None
@@ -132,7 +137,8 @@ class BackendSupervisor:
 
     def _note(self, event: str, detail: str = "") -> None:
         with self._lock:
-            self.events.append(BackendEvent(time.time(), event, detail))
+            self.events.append((self._next_seq, BackendEvent(time.time(), event, detail)))
+            self._next_seq += 1
 
     def _set_state(self, state: State) -> None:
         self.state = state
@@ -151,7 +157,7 @@ class BackendSupervisor:
             self.group = self.limiter.create_group("backend", config.memory_bytes)
         read_fd, write_fd = os.pipe()
         env = {**os.environ, **config.env}
-        log = open(os.path.join(self.log_dir, "backend.log"), "ab")  # noqa: SIM115 - lives with the process
+        log = open_private(Path(self.log_dir) / "backend.log", "ab")
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "oomguard.repro.launch", str(read_fd), *config.command],
@@ -310,8 +316,16 @@ class BackendSupervisor:
         self.process = None
 
     def recent_events(self) -> list[dict[str, Any]]:
+        """The events kept (the last ``EVENTS_KEPT``), oldest first."""
+        return self.events_since(0)[0]
+
+    def events_since(self, seq: int) -> tuple[list[dict[str, Any]], int]:
+        """The events numbered ``seq`` and later (those still kept), and the number to ask
+        from next time: a count of events seen would stop working once the history is full."""
         with self._lock:
-            return [
+            events = [
                 {"time": e.time, "event": f"backend_{e.event}", "detail": e.detail}
-                for e in self.events
+                for number, e in self.events
+                if number >= seq
             ]
+            return events, self._next_seq

@@ -7,7 +7,9 @@
     dmesg_excerpt.txt      the kernel's lines from the run's window, when readable
 
 The run directory is 0700 and every file 0600: items and tracebacks may hold user data.
-Nothing here is held in memory for the length of a run; entries are written as they happen.
+Files are opened through :mod:`oomguard.safe_files` (never through a symlink; a run
+directory someone else could write is refused). Nothing here is held in memory for the
+length of a run; entries are written as they happen.
 """
 
 from __future__ import annotations
@@ -16,22 +18,16 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from oomguard.memory.kernel_log import KernelLogTail, lines_between, read_kernel_log
+from oomguard.safe_files import make_private_dir, open_private
+
+__all__ = ["MemoryLog", "make_run_dir", "open_private", "write_dmesg_excerpt", "write_json"]
 
 
 def make_run_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
-    return path
-
-
-def open_private(path: Path, mode: str = "w") -> IO[str]:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
-    flags |= os.O_APPEND if "a" in mode else os.O_TRUNC
-    fd = os.open(path, flags, 0o600)
-    return os.fdopen(fd, mode, encoding="utf-8", newline="" if path.suffix == ".csv" else None)
+    return make_private_dir(path)
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -16,7 +16,6 @@ from typing import Any
 
 from oomguard.backends.errors import means_backend_failure
 from oomguard.backends.supervisor import BackendSupervisor
-from oomguard.classify import Status, classify_text
 from oomguard.engine.aimd import Aimd
 from oomguard.engine.ledger import Ledger
 from oomguard.engine.pressure_level import PressureThresholds, assess
@@ -48,7 +47,7 @@ class BackendLink:
         self.thresholds = thresholds or PressureThresholds()
         self.backend: BackendSupervisor | None = None
         self._oom_at = 0.0
-        self._seen = 0  # backend events taken so far
+        self._next_event = 0  # the number of the next backend event to take
         self._level: tuple[str, str] = ("normal", "")
         self._level_checked = 0.0
 
@@ -72,8 +71,8 @@ class BackendLink:
         backend = self.backend
         assert backend is not None
         backend.drain()
-        for event in backend.recent_events()[self._seen :]:
-            self._seen += 1
+        events, self._next_event = backend.events_since(self._next_event)
+        for event in events:
             self.ledger.add_event(event)
             if event["event"] == "backend_oom_killed":
                 self._oom_at = time.monotonic()
@@ -91,9 +90,8 @@ class BackendLink:
         """Whether a worker's error is the backend's doing (gone, or out of memory)."""
         if self.backend is None or not error:
             return False
-        return means_backend_failure(f"{error.get('type', '')}: {error.get('message', '')}") or (
-            Status.MEMORY_ERROR is classify_text(error)
-        )
+        # the backend's own texts only: a worker's own MemoryError is the item's
+        return means_backend_failure(f"{error.get('type', '')}: {error.get('message', '')}")
 
     def failed(self, items: int, error: dict[str, Any]) -> None:
         """``items`` were requeued because the backend failed them: counted, and told to

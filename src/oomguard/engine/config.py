@@ -6,17 +6,28 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import tomllib
-from dataclasses import dataclass, field, fields
+import types
+import typing
+import warnings
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from oomguard.errors import ConfigError
+from oomguard.errors import ConfigError, OomguardWarning
 from oomguard.limits.select_limiter import MODES
-from oomguard.sizes import parse_size
+from oomguard.sizes import format_size, parse_size
 
 DEFAULT_MEMORY_FRACTION = 0.90  # the job's cap, of the effective budget: the machine keeps 10%
+# a cap below this cannot hold one worker's interpreter (the kernel refuses or kills at once)
+MIN_MEMORY = 32 * 1024 * 1024
+# more workers than this many per core only compete for the cores (and for memory): a
+# larger number is clamped, with a warning, not refused, so a config file written for a
+# bigger machine still runs here
+MAX_WORKERS_PER_CORE = 8
 LOG_FORMATS = ("auto", "rich", "plain", "json", "quiet")
 START_METHODS = ("forkserver", "spawn")
 
@@ -74,69 +85,158 @@ class JobConfig:
     group: bool = False
     # how workers start: forked by a clean fork server (fast) or as fresh interpreters
     start_method: str = "forkserver"
+    # where workers import the function from, as `oomguard run` finds a module in the
+    # working directory [default: the working directory of the run's first session, kept
+    # in the journal so a resume from anywhere imports the same code]
+    import_path: str | None = None
 
     def validate(self) -> None:
-        def positive(name: str, value: float | None, allow_none: bool = False) -> None:
-            if value is None and allow_none:
-                return
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"invalid {name} {value!r}: expected a number above 0")
-
-        if not isinstance(self.function, str) or ":" not in self.function:
+        """Refuse, in one line, any value of the wrong type or out of its range."""
+        check_types(self)
+        if ":" not in self.function:
             raise ConfigError(
                 f"invalid function {self.function!r}: expected 'package.module:function'"
             )
-        for name in (
-            "workers",
-            "batch_size",
-            "min_batch_size",
-            "max_batch_size",
-            "batch_seconds",
-            "max_bytes",
-            "max_wait_ms",
-            "sample_interval",
-        ):
-            positive(name, getattr(self, name))
+        self._check_numbers()
+        self._check_choices()
+        from oomguard.backends.config import BackendConfig
+
+        if isinstance(self.backend, dict):
+            self.backend = BackendConfig.from_dict(self.backend)
+        elif isinstance(self.backend, BackendConfig):
+            self.backend.validate()
+        elif self.backend is not None:
+            raise ConfigError(
+                f"invalid backend {self.backend!r}: expected a BackendConfig, or a table of its "
+                "keys (command = [...], health_url = ...)"
+            )
+
+    def _check_numbers(self) -> None:
+        for name in (*_POSITIVE, *(n for n in _POSITIVE_OR_NONE if getattr(self, n) is not None)):
+            value = getattr(self, name)
+            if value <= 0:
+                raise ConfigError(f"invalid {name} {value!r}: expected a number above 0")
+        for name in ("commit_interval", "psi_threshold", "malloc_trim_threshold"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"invalid {name} {value!r}: expected a number >= 0")
+        for name in ("crash_retries", "error_retries"):
+            value = getattr(self, name)
+            if value < 0:
+                raise ConfigError(f"invalid {name} {value!r}: expected a whole number >= 0")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(
+                f"invalid metrics_port {self.metrics_port!r}: expected a port from 0 to 65535"
+            )
         if self.adaptive_batch and not self.min_batch_size <= self.max_batch_size:
             raise ConfigError(
                 f"invalid min_batch_size {self.min_batch_size!r} / max_batch_size "
                 f"{self.max_batch_size!r}: expected min_batch_size <= max_batch_size"
             )
-        positive("timeout", self.timeout, allow_none=True)
-        positive("memory", self.memory, allow_none=True)
-        positive("worker_memory", self.worker_memory, allow_none=True)
-        positive("rlimit_as", self.rlimit_as, allow_none=True)
-        for name in ("crash_retries", "error_retries"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise ConfigError(f"invalid {name} {value!r}: expected a whole number >= 0")
+        if self.worker_memory is not None and self.worker_memory < MIN_MEMORY:
+            raise ConfigError(
+                f"invalid worker_memory {format_size(self.worker_memory)}: below the "
+                f"{format_size(MIN_MEMORY)} a worker needs at the least"
+            )
         if not 0.0 < self.target <= self.high_water <= 1.0:
             raise ConfigError(
                 f"invalid target {self.target!r} / high_water {self.high_water!r}: expected 0 < target <= high_water <= 1"
             )
-        positive("max_in_flight", self.max_in_flight, allow_none=True)
-        positive("max_batches_per_worker", self.max_batches_per_worker, allow_none=True)
         if not 0.0 < self.alone_fraction <= 1.0:
             raise ConfigError(f"invalid alone_fraction {self.alone_fraction!r}: expected (0, 1]")
-        if self.start_method not in START_METHODS:
-            raise ConfigError(
-                f"invalid start_method {self.start_method!r}: expected one of "
-                + ", ".join(START_METHODS)
-            )
-        if self.limiter not in MODES:
-            raise ConfigError(
-                f"invalid limiter {self.limiter!r}: expected one of {', '.join(MODES)}"
-            )
-        if isinstance(self.backend, dict):
-            from oomguard.backends.config import BackendConfig
 
-            self.backend = BackendConfig.from_dict(self.backend)
-        elif self.backend is not None:
-            self.backend.validate()
-        if self.log_format not in LOG_FORMATS:
-            raise ConfigError(
-                f"invalid log_format {self.log_format!r}: expected one of {', '.join(LOG_FORMATS)}"
+    def _check_choices(self) -> None:
+        for name, choices in (
+            ("start_method", START_METHODS),
+            ("limiter", MODES),
+            ("log_format", LOG_FORMATS),
+        ):
+            value = getattr(self, name)
+            if value not in choices:
+                raise ConfigError(f"invalid {name} {value!r}: expected one of {', '.join(choices)}")
+
+
+_POSITIVE = (
+    "workers",
+    "batch_size",
+    "min_batch_size",
+    "max_batch_size",
+    "batch_seconds",
+    "max_bytes",
+    "max_wait_ms",
+    "sample_interval",
+    "parquet_buffer_bytes",
+    "recycle_rss_growth",
+)
+_POSITIVE_OR_NONE = (
+    "timeout",
+    "memory",
+    "worker_memory",
+    "rlimit_as",
+    "max_in_flight",
+    "max_batches_per_worker",
+    "malloc_arena_max",
+)
+
+
+def fit_workers(config: JobConfig, items_left: int | None) -> JobConfig:
+    """``config`` with no more workers than items left (where known: a worker without an
+    item is a process for nothing), nor than ``MAX_WORKERS_PER_CORE`` per core."""
+    cores = os.cpu_count() or 1
+    workers = config.workers
+    ceiling = MAX_WORKERS_PER_CORE * cores
+    if workers > ceiling:
+        warnings.warn(
+            OomguardWarning(
+                f"workers {workers} is more than {MAX_WORKERS_PER_CORE} per core on this "
+                f"machine's {cores} cores: running {ceiling}"
+            ),
+            stacklevel=3,
+        )
+        workers = ceiling
+    if items_left is not None:
+        workers = max(1, min(workers, items_left))
+    return config if workers == config.workers else replace(config, workers=workers)
+
+
+def check_types(config: JobConfig) -> None:
+    """Every field holds a value of its declared type: a TOML ``batched = "yes"`` or
+    ``workers = 2.5`` is refused, never read as something else."""
+    hints = typing.get_type_hints(JobConfig)
+    for item in fields(config):
+        value = getattr(config, item.name)
+        hint = hints[item.name]
+        allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        if not any(_is_a(value, kind) for kind in allowed):
+            expected = " or ".join(
+                _WORDS.get(kind, getattr(kind, "__name__", "?")) for kind in allowed
             )
+            raise ConfigError(f"invalid {item.name} {value!r}: expected {expected}")
+
+
+_WORDS: dict[Any, str] = {
+    bool: "true or false",
+    int: "a whole number",
+    float: "a number",
+    str: "text",
+    type(None): "nothing",
+}
+
+
+def _is_a(value: Any, kind: Any) -> bool:
+    if kind is Any:
+        return True
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False  # True is an int to Python, never a count or a size to us
+    if kind is int:
+        return isinstance(value, numbers.Integral)
+    if kind is float:
+        return isinstance(value, numbers.Real) and math.isfinite(value)
+    return isinstance(value, kind)
 
 
 SIZE_KEYS = (

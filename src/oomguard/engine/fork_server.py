@@ -123,9 +123,14 @@ class ForkServer:
         self.environ = {**os.environ, **env}
         self.cwd = os.getcwd()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        argv = [sys.executable, "-m", "oomguard.engine.fork_server_main", str(theirs.fileno())]
+        if threading.current_thread() is threading.main_thread():
+            # it dies with this process, even by SIGKILL; not when started by another thread:
+            # the kernel's signal comes when that thread ends, and a kept server outlives it
+            argv += ["--die-with", str(os.getpid())]
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "oomguard.engine.fork_server_main", str(theirs.fileno())],
+                argv,
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 env=self.environ,

@@ -22,7 +22,11 @@ glibc once at start-up, hold for every child). Messages, one JSON object per pac
 
 The exit code is Popen's: negative for the signal that ended the worker. The supervisor
 sees a worker die through its pidfd (readable for any process, not only children) and
-reads its code from here. End of the socket ends the server.
+reads its code from here. End of the socket ends the server: the supervisor is gone,
+however it died, and every worker goes with the server (each asked the kernel to kill it
+when the server dies). Started with ``--die-with PID``, the server itself dies with the
+supervisor too. The server adopts what a dead worker left running (a subreaper), and
+kills it: nothing an item started outlives its worker.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import signal
 import socket
 import sys
 
+from oomguard.limits.process import become_subreaper, children_of, die_with_parent, kill_trees
 from oomguard.wakeup import drain
 
 
@@ -60,10 +65,12 @@ def run_child(
     wake: tuple[int, int],
     fds: list[int],
     join_path: str | None,
+    server: int,
 ) -> None:
     """In the forked child: become a worker; never return into the server's loop."""
     code = 1
     try:
+        die_with_parent(server)  # first: the server may die any moment, the supervisor too
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         selector.close()
@@ -83,15 +90,21 @@ def run_child(
         os._exit(code)
 
 
-def reap(sock: socket.socket) -> None:
+def reap(sock: socket.socket, forked: set[int]) -> None:
+    """Report the workers that ended; kill what dead workers left running (adopted here)."""
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            break
         if pid == 0:
-            return
-        send(sock, {"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+            break
+        if pid in forked:
+            forked.discard(pid)
+            send(sock, {"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+    orphans = [pid for pid in children_of(os.getpid()) if pid not in forked]
+    if orphans:
+        kill_trees(orphans)  # their zombies come back through SIGCHLD and the loop above
 
 
 def serve(sock: socket.socket) -> None:
@@ -101,6 +114,9 @@ def serve(sock: socket.socket) -> None:
     from oomguard.memory import allocator  # noqa: F401  (the worker's malloc_trim lookup)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the supervisor
+    become_subreaper()
+    me = os.getpid()
+    forked: set[int] = set()
     wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_write)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wake-up fd is written
@@ -112,7 +128,7 @@ def serve(sock: socket.socket) -> None:
         for key, _ in selector.select():
             if key.data == "child":
                 drain(wake_read)
-                reap(sock)
+                reap(sock, forked)
                 continue
             message, fds, _, _ = socket.recv_fds(sock, 8192, 2)
             if not message:
@@ -120,13 +136,19 @@ def serve(sock: socket.socket) -> None:
             _, _, path = message.partition(b"\0")
             pid = os.fork()
             if pid == 0:
-                run_child(sock, selector, (wake_read, wake_write), fds, os.fsdecode(path) or None)
+                run_child(
+                    sock, selector, (wake_read, wake_write), fds, os.fsdecode(path) or None, me
+                )
+            forked.add(pid)
             for fd in fds:
                 os.close(fd)
             send(sock, {"pid": pid})
 
 
 def main(argv: list[str]) -> int:
+    """``FD [--die-with PID]``."""
+    if argv[1:2] == ["--die-with"]:
+        die_with_parent(int(argv[2]))
     sock = socket.socket(fileno=int(argv[0]))
     try:
         serve(sock)

@@ -256,7 +256,15 @@ def _launch(
         forked = ForkedProcess(server, pid, _pidfd(pid))
         return forked, forked.pidfd
     proc = subprocess.Popen(
-        [sys.executable, "-m", "oomguard.engine.worker", str(conn_fd), str(slot_fd)],
+        # the supervisor's pid last: the worker dies with it (engine/worker.py main)
+        [
+            sys.executable,
+            "-m",
+            "oomguard.engine.worker",
+            str(conn_fd),
+            str(slot_fd),
+            str(os.getpid()),
+        ],
         pass_fds=(conn_fd, slot_fd),
         stdin=subprocess.DEVNULL,
         env={**os.environ, **(env or {})},

@@ -8,6 +8,8 @@ result = Job("mypkg.ingest:process", source="items.jsonl", sink="out.jsonl",
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -15,15 +17,23 @@ from pathlib import Path
 from typing import Any
 
 from oomguard.engine.artifacts import make_run_dir, open_private
-from oomguard.engine.config import DEFAULT_MEMORY_FRACTION, JobConfig, normalise
+from oomguard.engine.config import (
+    DEFAULT_MEMORY_FRACTION,
+    MIN_MEMORY,
+    JobConfig,
+    fit_workers,
+    normalise,
+)
 from oomguard.engine.fork_server import ForkServer, boot, release
 from oomguard.engine.handles import worker_env
+from oomguard.engine.output import OutputClaim, claim_output
 from oomguard.engine.progress import make_progress
 from oomguard.engine.quarantine import quarantine_line
 from oomguard.engine.sinks import open_sink
-from oomguard.engine.sources import Source, open_source
+from oomguard.engine.sources import Source, count_up_to, open_source
+from oomguard.engine.stopping import disk_full, sigterm_stops_the_run, terminated
 from oomguard.engine.supervisor import Supervisor
-from oomguard.errors import ConfigError
+from oomguard.errors import ConfigError, Terminated
 from oomguard.journal.fingerprint import describe_change, fingerprint, path_of
 from oomguard.journal.lock import RunLock
 from oomguard.journal.ranges import RangeSet
@@ -32,6 +42,7 @@ from oomguard.limits.cgroup import CgroupLimiter, sweep_stale_groups
 from oomguard.limits.process import protect_supervisor
 from oomguard.limits.select_limiter import open_limiter
 from oomguard.memory.budget import effective_budget
+from oomguard.metrics.exporter import check_endpoint
 from oomguard.sizes import format_size, parse_size
 
 EXIT_OK = 0
@@ -61,18 +72,25 @@ class RunResult:
         return EXIT_QUARANTINED if self.quarantined else EXIT_OK
 
 
-def function_spec(function: str | Callable[..., Any]) -> str:
-    """``module:qualname`` for a worker to import; refuses what a worker could not import."""
+def function_spec(function: str | Callable[..., Any], import_path: str | None = None) -> str:
+    """``module:qualname`` for a worker to import; refuses what a worker could not import
+    (from ``import_path``, which workers put first on their ``sys.path``)."""
     if isinstance(function, str):
         module, sep, name = function.partition(":")
         if not sep or not module or not name:
             raise ConfigError(f"invalid function {function!r}: expected 'package.module:function'")
         import importlib.util
 
+        added = import_path is not None and import_path not in sys.path
+        if added:
+            sys.path.insert(0, str(import_path))
         try:
             found = importlib.util.find_spec(module)
         except (ImportError, ValueError) as err:
             raise ConfigError(f"function {function!r}: cannot import {module!r}: {err}") from err
+        finally:
+            if added:
+                sys.path.remove(str(import_path))
         if found is None:
             raise ConfigError(f"function {function!r}: no module named {module!r}")
         return function
@@ -88,8 +106,6 @@ def function_spec(function: str | Callable[..., Any]) -> str:
             "function defined inside another): define it at the top level of a module"
         )
     if module_name == "__main__":
-        import sys
-
         main_file = getattr(sys.modules["__main__"], "__file__", None)
         if not main_file:
             raise ConfigError(
@@ -110,14 +126,24 @@ class Job:
         *,
         run_dir: str | Path | None = None,
         memory: str | int | None = None,
+        overwrite: bool = False,
         **options: Any,
     ) -> None:
-        self.function_spec = function_spec(function)
-        self.source_spec = source
-        self.sink_spec = sink
+        """``overwrite``: a new run may replace an output that holds data already (else it
+        is refused: engine/output.py)."""
+        options = normalise(options)  # sizes may be given as text: "8MiB", "1g"
+        # what `oomguard run` puts on sys.path; kept in the journal for every resume
+        if options.get("import_path") is None:
+            options["import_path"] = os.getcwd()
+        elif isinstance(options["import_path"], os.PathLike):
+            options["import_path"] = os.fspath(options["import_path"])
+        self.function_spec = function_spec(function, options["import_path"])
+        # absolute: a resume from another directory reads and writes the same files
+        self.source_spec = _absolute(source)
+        self.sink_spec = _absolute(sink)
         self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
         self.memory_spec = memory
-        options = normalise(options)  # sizes may be given as text: "8MiB", "1g"
+        self.overwrite = overwrite
         try:
             self.config = JobConfig(function=self.function_spec, **options)
         except TypeError as err:
@@ -129,6 +155,11 @@ class Job:
         if self.memory_spec is None:
             return int(budget * DEFAULT_MEMORY_FRACTION)
         memory = parse_size(self.memory_spec, budget=budget, what="memory")
+        if memory < MIN_MEMORY:
+            raise ConfigError(
+                f"invalid memory {format_size(memory)}: below the {format_size(MIN_MEMORY)} a "
+                "job needs at the least (one worker's interpreter takes tens of MiB)"
+            )
         if memory > budget:
             raise ConfigError(
                 f"invalid memory {format_size(memory)}: more than the effective budget of "
@@ -140,11 +171,16 @@ class Job:
         """Run to the end, or resume: a run directory with a journal carries on where it stopped.
 
         Configuration errors raise :class:`ConfigError` before any work. ``force`` resumes
-        over a source that changed since the journal was started; ``only`` limits the run
-        to those input indices (``retry_quarantined``).
+        over a source that changed since the journal was started, or onto an output the
+        journal does not recognise (engine/output.py); ``only`` limits the run
+        to those input indices (``retry_quarantined``). SIGTERM stops the run as Ctrl-C
+        does and raises :class:`~oomguard.errors.Terminated`; a full disk raises
+        :class:`~oomguard.errors.DiskFullError` (engine/stopping.py).
         """
         memory = self.resolve_memory()
         source = open_source(self.source_spec)
+        if self.config.metrics_port is not None:
+            check_endpoint(self.config.metrics_addr, self.config.metrics_port)
         protect_supervisor()  # before any child starts: children inherit oom_score_adj
         # first: the fork server's interpreter boots while the rest is set up (unless an
         # earlier job in this process left one idle)
@@ -152,7 +188,10 @@ class Job:
             boot(worker_env(self.config)) if self.config.start_method == "forkserver" else None
         )
         try:
-            return self._run(memory, source, fork_server, force, only)
+            with sigterm_stops_the_run():
+                return self._run(memory, source, fork_server, force, only)
+        except Terminated:
+            raise terminated(self.run_dir) from None
         finally:
             if isinstance(fork_server, ForkServer):
                 release(fork_server)  # kept idle for the next job, or closed
@@ -165,25 +204,52 @@ class Job:
         force: bool,
         only: RangeSet | None,
     ) -> RunResult:
-        make_run_dir(self.run_dir)
-        lock = RunLock(self.run_dir)
-        lock.acquire()
-        journal = Journal.open(self.run_dir)
+        lock: RunLock | None = None
         try:
-            done = self.check_journal(journal, force)
-            sink_spec = (
-                self.sink_spec if self.sink_spec is not None else self.run_dir / "results.jsonl"
-            )
-            sink = open_sink(sink_spec, self.config.parquet_buffer_bytes)
+            make_run_dir(self.run_dir)
+            lock = RunLock(self.run_dir)
+            lock.acquire()
+            journal = Journal.open(self.run_dir)
+            try:
+                summary = self._run_journaled(journal, memory, source, fork_server, force, only)
+            finally:
+                journal.close()
+        except BaseException as err:
+            full = disk_full(err, self.run_dir, self.run_dir / JOURNAL_NAME)
+            if full is not None:
+                raise full from err
+            raise
+        finally:
+            if lock is not None:
+                lock.release()
+        return load_result(self.run_dir, summary)
+
+    def _run_journaled(
+        self,
+        journal: Journal,
+        memory: int,
+        source: Source,
+        fork_server: ForkServer | OSError | None,
+        force: bool,
+        only: RangeSet | None,
+    ) -> dict[str, Any]:
+        new_run = journal.get_meta("function") is None
+        if not new_run:
+            self.check_same_job(journal)
+        claim = self.claim_output(journal, new_run, force)
+        try:
+            done = self.check_journal(journal, force, new_run, claim)
+            sink = open_sink(self.sink_path(), self.config.parquet_buffer_bytes)
             sink.recover(journal.tokens())
             rewrite_quarantine_file(journal, self.run_dir)
-            limiter = open_limiter(self.config.limiter)  # type: ignore[arg-type]
+            config = self.fitted(source, done, only)
+            limiter = open_limiter(config.limiter)  # type: ignore[arg-type]
             if isinstance(limiter, CgroupLimiter):
                 sweep_stale_groups(limiter.base)
-            progress = make_progress(self.config.log_format)
+            progress = make_progress(config.log_format)
             try:
                 supervisor = Supervisor(
-                    self.config,
+                    config,
                     source,
                     sink,
                     limiter,
@@ -199,30 +265,81 @@ class Job:
                 summary = supervisor.run()
             finally:
                 limiter.close()
+            journal.ensure_present()  # never report a finished run without its journal
+            return summary
         finally:
-            journal.close()
-            lock.release()
-        return load_result(self.run_dir, summary)
+            if claim is not None:
+                claim.release()
 
-    def check_journal(self, journal: Journal, force: bool) -> RangeSet:
-        """A new journal records the job; an old one must be of this job and this input."""
-        source_path = path_of(self.source_spec)
-        current = fingerprint(source_path) if source_path is not None else None
-        if journal.is_new or journal.get_meta("function") is None:
-            journal.set_meta("function", self.function_spec)
-            journal.set_meta("source", str(source_path) if source_path else None)
-            journal.set_meta("sink", str(self.sink_spec) if path_of(self.sink_spec) else None)
-            journal.set_meta("memory", self.memory_spec)
-            journal.set_meta("config", asdict(self.config))
-            journal.set_meta("fingerprint", current)
-            journal.set_meta("created", time.time())
-            return RangeSet()
+    def sink_path(self) -> Any:
+        """The sink as given (an absolute path, or an object), or the run's own results.jsonl."""
+        if self.sink_spec is not None:
+            return self.sink_spec
+        return self.run_dir.resolve() / "results.jsonl"
+
+    def claim_output(self, journal: Journal, new_run: bool, force: bool) -> OutputClaim | None:
+        """Lock the output file for this run, refusing what would destroy data (output.py)."""
+        target = path_of(self.sink_path())
+        if target is None:
+            return None  # a callable or a store of the user's: theirs to guard
+        return claim_output(
+            target,
+            source=path_of(self.source_spec),
+            run_dir=self.run_dir,
+            new_run=new_run,
+            overwrite=self.overwrite,
+            recorded=journal.get_meta("output"),
+            committed=journal.committed_count(),
+            force=force,
+        )
+
+    def fitted(self, source: Source, done: RangeSet, only: RangeSet | None) -> JobConfig:
+        """The configuration with no more workers than items left to run (nor than the
+        machine can sensibly hold: config.fit_workers)."""
+        if only is not None:
+            left: int | None = len(only)
+        else:
+            counted = count_up_to(source, len(done) + self.config.workers)
+            left = None if counted is None else max(0, counted - len(done))
+        return fit_workers(self.config, left)
+
+    def check_same_job(self, journal: Journal) -> None:
+        """A journal of another job (another function, another output) is not ours to resume."""
         recorded = journal.get_meta("function")
         if recorded != self.function_spec:
             raise ConfigError(
                 f"run directory {str(self.run_dir)!r} belongs to a run of {recorded!r}, not "
                 f"{self.function_spec!r}; use another --run-dir"
             )
+        recorded_sink = journal.get_meta("sink")
+        sink = path_of(self.sink_spec)
+        if recorded_sink is not None and sink is not None and Path(recorded_sink) != sink:
+            raise ConfigError(
+                f"run directory {str(self.run_dir)!r} writes its results to {recorded_sink!r}, "
+                f"not {str(sink)!r}: a run has one output"
+            )
+
+    def check_journal(
+        self, journal: Journal, force: bool, new_run: bool, claim: OutputClaim | None
+    ) -> RangeSet:
+        """A new journal records the job; an old one must be of this input."""
+        source_path = path_of(self.source_spec)
+        current = fingerprint(source_path) if source_path is not None else None
+        output = claim.identity if claim is not None else None
+        if new_run:
+            journal.set_metas(
+                {
+                    "function": self.function_spec,
+                    "source": str(source_path) if source_path else None,
+                    "sink": str(self.sink_spec) if path_of(self.sink_spec) else None,
+                    "output": output,
+                    "memory": self.memory_spec,
+                    "config": asdict(self.config),
+                    "fingerprint": current,
+                    "created": time.time(),
+                }
+            )
+            return RangeSet()
         old = journal.get_meta("fingerprint")
         if old is not None and current is not None:
             change = describe_change(old, current)
@@ -233,6 +350,7 @@ class Job:
                 )
             if change is not None:
                 journal.set_meta("fingerprint", current)
+        journal.set_meta("output", output)  # a file made afresh (nothing was committed to it)
         return journal.done_set()
 
     @classmethod
@@ -269,12 +387,17 @@ class Job:
     def retry_quarantined(cls, run_dir: str | Path, **overrides: Any) -> RunResult:
         """Run the quarantined items again, on purpose (with more memory, say)."""
         job = cls.from_run_dir(run_dir, **overrides)
-        journal = Journal.open(Path(run_dir))
+        lock = RunLock(Path(run_dir))  # no supervisor may be running on it meanwhile
+        lock.acquire()
         try:
-            indices = [entry["input_index"] for entry in journal.quarantined()]
-            journal.remove_quarantined(indices)
+            journal = Journal.open(Path(run_dir))
+            try:
+                indices = [entry["input_index"] for entry in journal.quarantined()]
+                journal.remove_quarantined(indices)
+            finally:
+                journal.close()
         finally:
-            journal.close()
+            lock.release()
         only = RangeSet()
         for index in indices:
             only.add(index)
@@ -286,6 +409,13 @@ def rewrite_quarantine_file(journal: Journal, run_dir: Path) -> None:
     with open_private(run_dir / "quarantine.jsonl") as out:
         for entry in journal.quarantined():
             out.write(quarantine_line(entry))
+
+
+def _absolute(spec: Any) -> Any:
+    """A path given as text or a Path, absolute and resolved; anything else as it is."""
+    if isinstance(spec, str | os.PathLike):
+        return Path(spec).resolve()
+    return spec
 
 
 def default_run_dir() -> Path:

@@ -117,7 +117,8 @@ class TwoPhaseSink(Protocol):
 def _fail(action: str, path: Path, err: OSError) -> SinkError:
     return SinkError(
         f"cannot {action} {path}: {err.strerror or err}; nothing committed is lost, "
-        "fix it and resume the run"
+        "fix it and resume the run",
+        path,
     )
 
 
@@ -127,7 +128,8 @@ class JsonlSink:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(path, flags, 0o600)
         except OSError as err:
             raise _fail("open", path, err) from err
         self._file = os.fdopen(fd, "a", encoding="utf-8", buffering=1 << 16)
@@ -229,7 +231,8 @@ class ParquetSink:
         table = pa.Table.from_pylist(self._rows)
         tmp = self._tmp(name)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(tmp, flags, 0o600)
             with os.fdopen(fd, "wb") as handle:
                 pq.write_table(table, handle)
                 handle.flush()

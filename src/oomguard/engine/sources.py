@@ -9,6 +9,7 @@ run goes on); a missing file is a :class:`ConfigError` before any work starts.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import pickle
@@ -29,13 +30,26 @@ class Source(Protocol):
         """How many items there are, if that can be known cheaply (for progress)."""
 
 
-def _count_lines(path: Path) -> int:
+def count_up_to(source: Source, limit: int) -> int | None:
+    """``min(the source's item count, limit)``, reading no more than needed to know it;
+    None where it cannot be told without running the source (an iterable without len)."""
+    bounded = getattr(source, "count_up_to", None)
+    if callable(bounded):
+        result = bounded(limit)
+        return None if result is None else int(result)
+    return None
+
+
+def _count_lines(path: Path, limit: int | None = None) -> int:
+    """Lines in ``path`` (a last line without its newline counts); past ``limit``, stop."""
     lines = 0
     last = b"\n"
     with open(path, "rb") as handle:
         while chunk := handle.read(1 << 20):
             lines += chunk.count(b"\n")
             last = chunk[-1:]
+            if limit is not None and lines > limit:
+                return lines
     return lines + (0 if last == b"\n" else 1)
 
 
@@ -67,31 +81,60 @@ class JsonlSource:
     def count(self) -> int | None:
         return _count_lines(self.path)
 
+    def count_up_to(self, limit: int) -> int:
+        return min(limit, _count_lines(self.path, limit))
+
 
 class CsvSource:
-    """One item per row, a dict keyed by the header row."""
+    """One item per row, a dict keyed by the header row.
+
+    Bytes that are not UTF-8 are read as lone surrogates (``surrogateescape``), so one bad
+    byte costs its row (quarantined, with its line number), never the rest of the file."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.description = f"CSV file {path}"
+        with open(path, "rb") as handle:
+            header = handle.readline()
+        try:
+            header.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"the header (line 1) of {path} is not valid UTF-8: {err}") from err
 
     def __iter__(self) -> Iterator[Item]:
-        with open(self.path, newline="", encoding="utf-8") as handle:
+        with open(self.path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
             reader = csv.DictReader(handle)
             for index, row in enumerate(reader):
-                size = sum(len(v) for v in row.values() if isinstance(v, str))
+                values = [v for v in row.values() if isinstance(v, str)]
+                size = sum(map(len, values))
                 if None in row:
-                    yield Item(
-                        index,
-                        None,
-                        size,
-                        error=f"line {reader.line_num} of {self.path}: more fields than the header",
-                    )
+                    problem = "more fields than the header"
+                elif _not_utf8(*values):
+                    problem = "not valid UTF-8"
                 else:
                     yield Item(index, row, size)
+                    continue
+                yield Item(
+                    index, None, size, error=f"line {reader.line_num} of {self.path}: {problem}"
+                )
 
     def count(self) -> int | None:
         return max(0, _count_lines(self.path) - 1)
+
+    def count_up_to(self, limit: int) -> int:
+        return min(limit, max(0, _count_lines(self.path, limit + 1) - 1))
+
+
+def _not_utf8(*texts: str) -> bool:
+    """Whether any of ``texts`` holds a byte that was not UTF-8 (a lone surrogate)."""
+    for text in texts:
+        if text.isascii():
+            continue  # the common case, checked in C
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+    return False
 
 
 class ParquetSource:
@@ -107,7 +150,10 @@ class ParquetSource:
         self.path = path
         self.batch_rows = batch_rows
         self.description = f"Parquet file {path}"
-        self._file = pq.ParquetFile(path)
+        try:
+            self._file = pq.ParquetFile(path)
+        except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+            raise ConfigError(f"input {str(path)!r} is not a readable Parquet file: {err}") from err
 
     def __iter__(self) -> Iterator[Item]:
         index = 0
@@ -119,6 +165,9 @@ class ParquetSource:
 
     def count(self) -> int | None:
         return int(self._file.metadata.num_rows)
+
+    def count_up_to(self, limit: int) -> int:
+        return min(limit, int(self._file.metadata.num_rows))
 
 
 class DirectorySource:
@@ -141,6 +190,9 @@ class DirectorySource:
 
     def count(self) -> int | None:
         return sum(1 for _ in self._files())
+
+    def count_up_to(self, limit: int) -> int:
+        return sum(1 for _ in itertools.islice(self._files(), limit))
 
 
 class IterableSource:
@@ -165,6 +217,23 @@ class IterableSource:
         except TypeError:
             return None
 
+    def count_up_to(self, limit: int) -> int | None:
+        count = self.count()
+        return None if count is None else min(limit, count)
+
+
+def check_readable(path: Path) -> None:
+    """Open the input once now: a file that cannot be read is a one-line error before any
+    work, not a traceback from the reader thread."""
+    try:
+        if path.is_dir():
+            os.listdir(path)
+        else:
+            with open(path, "rb") as handle:
+                handle.read(1)
+    except OSError as err:
+        raise ConfigError(f"input {str(path)!r} cannot be read: {err.strerror or err}") from err
+
 
 def open_source(spec: Any) -> Source:
     """A source for a path (by its suffix, or a directory) or for any iterable."""
@@ -172,6 +241,7 @@ def open_source(spec: Any) -> Source:
         path = Path(spec)
         if not path.exists():
             raise ConfigError(f"input {str(path)!r} does not exist")
+        check_readable(path)
         if path.is_dir():
             return DirectorySource(path)
         suffix = path.suffix.lower()

@@ -56,7 +56,7 @@ from oomguard.engine.sinks import Sink
 from oomguard.engine.sources import Source
 from oomguard.errors import SinkError
 from oomguard.journal.ranges import RangeSet
-from oomguard.journal.store import Journal
+from oomguard.journal.store import Journal, JournalLost
 from oomguard.limits.base import GroupMemory, Limiter
 from oomguard.memory.kernel_log import KernelLogTail
 from oomguard.metrics.exporter import Exporter
@@ -96,7 +96,8 @@ class Supervisor:
             "function": function_spec,
             "batched": config.batched,
             "encode_json": sink.wants_json,
-            "sys_path": [os.getcwd(), *sys.path],
+            # the run's own import path first: a resume from elsewhere imports the same code
+            "sys_path": [*filter(None, [config.import_path]), os.getcwd(), *sys.path],
             "trim": config.trim,
             "rlimit_as": config.rlimit_as,
         }
@@ -271,7 +272,7 @@ class Supervisor:
         if not isinstance(self.failure_error, SinkError):
             try:
                 self.ledger.maybe_checkpoint(self.config.commit_interval, final=True)
-            except SinkError as err:
+            except (SinkError, JournalLost) as err:  # the run stops; the summary still says why
                 self.failure = self.failure or f"{type(err).__name__}: {err}"
                 self.failure_error = err
         self.ledger.close()

@@ -35,7 +35,14 @@ from oomguard.classify import Status, classify_exception
 from oomguard.engine import protocol
 from oomguard.engine.context import Pressure, WorkerContext, set_context
 from oomguard.engine.protocol import AFTER_ITEMS, SLOT, SLOT_SIZE, Group, ItemFailure
-from oomguard.limits.process import WORKER_OOM_SCORE_ADJ, apply_rlimit_as, set_oom_score_adj
+from oomguard.limits.process import (
+    WORKER_OOM_SCORE_ADJ,
+    apply_rlimit_as,
+    become_subreaper,
+    die_with_parent,
+    kill_descendants,
+    set_oom_score_adj,
+)
 from oomguard.memory.own import own_rss
 
 
@@ -93,17 +100,20 @@ def _not_json(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-# json's own C encoder, made once with json.dumps's defaults (ensure_ascii=False):
-# JSONEncoder.encode builds a new one for every call, which costs more than encoding a
+# json's own C encoder, made once with json.dumps's defaults (ensure_ascii=False) but
+# allow_nan=False: NaN and Infinity are no JSON (``jq`` and most parsers refuse a file that
+# holds them), so a result holding one is its item's error, never a line of the output.
+# JSONEncoder.encode builds a new encoder for every call, which costs more than encoding a
 # small result. It keeps the containers it is inside of in _MARKERS (circular references
 # are a ValueError); an error leaves them there, so they are cleared after one.
 _MARKERS: dict[int, Any] = {}
 _encode_c = (
-    c_make_encoder(_MARKERS, _not_json, encode_basestring, None, ": ", ", ", False, False, True)
+    c_make_encoder(_MARKERS, _not_json, encode_basestring, None, ": ", ", ", False, False, False)
     if c_make_encoder is not None  # None where Python was built without _json
     else None
 )
-_encode_py = json.JSONEncoder(ensure_ascii=False).encode
+_encode_py = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+NOT_FINITE = "Out of range float values are not JSON compliant"  # json's own message
 
 
 def encode_value(value: Any) -> str:
@@ -131,6 +141,16 @@ _ERROR = str(Status.ERROR)
 # competes with the workers for the cores; a worker's death loses at most this much work
 REPORT_INTERVAL = 0.5
 REPORT_MAX_ITEMS = 1000  # and at most this many results held back
+
+
+def not_json(index: int, exc: Exception) -> TypeError:
+    """The error of an item whose result cannot be a JSONL line, in words."""
+    if str(exc).startswith(NOT_FINITE):
+        return TypeError(
+            f"result of item {index} holds NaN or Infinity, which JSON cannot hold (an output "
+            "with them is no JSON): return None or a string for such values"
+        )
+    return TypeError(f"result of item {index} is not JSON-serializable: {exc}")
 
 
 def picklable(group: Group) -> Group:
@@ -184,8 +204,7 @@ class WorkerLoop:
                 try:
                     lines.append(encode_line(index, value))
                 except (TypeError, ValueError) as exc:
-                    problem = TypeError(f"result of item {index} is not JSON-serializable: {exc}")
-                    failures.append(ItemFailure(index, _ERROR, error_payload(problem)))
+                    failures.append(ItemFailure(index, _ERROR, error_payload(not_json(index, exc))))
                     continue
             keep(index)
         if encode_json:
@@ -259,8 +278,21 @@ class WorkerLoop:
 
 
 def main(argv: list[str]) -> int:
+    """``FD SLOT_FD [PARENT]``: PARENT, the supervisor's pid, when it spawned this worker
+    itself (a forked worker asks to die with its fork server before this runs)."""
     # Ctrl-C belongs to the supervisor, which stops workers itself
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if len(argv) > 2:
+        die_with_parent(int(argv[2]))  # a supervisor killed by SIGKILL takes its workers along
+    # what an item starts stays in this worker's tree, detached or not, so it can be killed
+    become_subreaper()
+    try:
+        return run_worker(argv)
+    finally:
+        kill_descendants()  # nothing an item started outlives its worker
+
+
+def run_worker(argv: list[str]) -> int:
     conn = Connection(int(argv[0]))
     slot_fd = int(argv[1])
     slot = mmap.mmap(slot_fd, SLOT_SIZE)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from oomguard.errors import ConfigError
+from oomguard.safe_files import open_fd, read_private
 
 LOCK_NAME = "supervisor.lock"
 
@@ -25,7 +26,7 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = open_fd(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -53,7 +54,7 @@ class RunLock:
 
 def read_holder(path: Path) -> dict[str, Any]:
     try:
-        return dict(json.loads(path.read_text() or "{}"))
+        return dict(json.loads(read_private(path) or b"{}"))
     except (OSError, ValueError):
         return {}
 
@@ -62,8 +63,8 @@ def supervisor_alive(run_dir: Path) -> dict[str, Any] | None:
     """The holder's pid/host if a supervisor holds the run directory now, else ``None``."""
     path = run_dir / LOCK_NAME
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:  # none, or a planted link: no supervisor of ours holds it
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from oomguard.errors import ConfigError, OomguardError
 from oomguard.journal.ranges import RangeSet, decode_ranges, encode_ranges
+from oomguard.safe_files import check_own_file
 
 JOURNAL_NAME = "journal.sqlite"
 SCHEMA_VERSION = 1
@@ -58,26 +60,82 @@ class Checkpoint:
     events: list[dict[str, Any]]
 
 
+class JournalLost(OomguardError):
+    """The journal file was deleted or replaced during the run: nothing more can be recorded."""
+
+
+SIDE_FILES = ("-wal", "-shm")  # SQLite's own files beside the journal (WAL mode)
+
+
 class Journal:
     def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = path
-        self.is_new = not path.exists()
+        # an empty file is what a supervisor killed as it created the journal leaves
+        self.is_new = not path.exists() or (_empty(path) and not _has_content(_side(path, "-wal")))
+        self.lost = False  # the file was found deleted or replaced (see ensure_present)
+        self._db = self._connect(read_only)
+        try:
+            if not read_only:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                # FULL: a commit is on disk before the sink's matching data may be trusted
+                self._db.execute("PRAGMA synchronous=FULL")
+            tables = {name for (name,) in self._db.execute("SELECT name FROM sqlite_master")}
+            if not self.is_new and "meta" not in tables:
+                raise sqlite3.DatabaseError("a SQLite database, but not a journal")
+            if not read_only:
+                self._db.executescript(SCHEMA)
+                if self.is_new:
+                    self.set_meta("schema_version", SCHEMA_VERSION)
+        except BaseException as err:
+            self._db.close()
+            if isinstance(err, sqlite3.DatabaseError) and not isinstance(
+                err,
+                sqlite3.OperationalError,  # a full disk, a lock: not the file's fault
+            ):
+                raise ConfigError(
+                    f"{str(path)!r} is not an oomguard journal ({err}); use another --run-dir"
+                ) from err
+            raise
+        info = os.stat(path)
+        self._identity = (info.st_dev, info.st_ino)
+        for suffix in SIDE_FILES:
+            side = _side(path, suffix)
+            if not read_only and side.exists():
+                os.chmod(side, 0o600)
+
+    def _connect(self, read_only: bool) -> sqlite3.Connection:
+        path = self.path
         if read_only:
-            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-        else:
-            if self.is_new:
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
-            self._db = sqlite3.connect(path, timeout=10, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: a commit is on disk before the sink's matching data may be trusted
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(SCHEMA)
-            if self.is_new:
-                self.set_meta("schema_version", SCHEMA_VERSION)
-            for suffix in ("-wal", "-shm"):
-                side = path.with_name(path.name + suffix)
-                if side.exists():
-                    os.chmod(side, 0o600)
+            return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        sides = [_side(path, suffix) for suffix in SIDE_FILES]
+        if self.is_new:
+            for side in sides:  # a deleted journal's WAL would be replayed into the new one
+                side.unlink(missing_ok=True)
+            if not os.path.lexists(path):
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                os.close(fd)
+        # SQLite opens these itself, following links: they must be ours before it does
+        for each in (path, *sides):
+            if os.path.lexists(each):
+                check_own_file(each)
+        return sqlite3.connect(path, timeout=10, isolation_level=None)
+
+    def ensure_present(self) -> None:
+        """Raise :class:`JournalLost` if the journal's file is no longer the one this object
+        has open (deleted, or replaced by another file): writing on would record nothing
+        anyone can read, and the run would end with results no journal vouches for."""
+        try:
+            info = os.stat(self.path)
+            present = (info.st_dev, info.st_ino) == self._identity
+        except FileNotFoundError:
+            present = False
+        if not present:
+            self.lost = True
+            raise JournalLost(
+                f"the journal {str(self.path)!r} was deleted or replaced during the run: the run "
+                "stops, as nothing more can be recorded; the output now holds results no journal "
+                "vouches for, so start the job again in a new run directory (--overwrite)"
+            )
 
     @classmethod
     def open(cls, run_dir: Path) -> Journal:
@@ -99,6 +157,12 @@ class Journal:
             (key, json.dumps(value, default=str)),
         )
 
+    def set_metas(self, values: dict[str, Any]) -> None:
+        """Several keys at once: a run killed while recording its job leaves all or none."""
+        with self._transaction():
+            for key, value in values.items():
+                self.set_meta(key, value)
+
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
@@ -106,7 +170,13 @@ class Journal:
     # ------------------------------------------------------------- writing
 
     def checkpoint(self, state: Checkpoint) -> None:
-        """Everything in ``state`` becomes durable together, or none of it does."""
+        """Everything in ``state`` becomes durable together, or none of it does.
+
+        Raises :class:`JournalLost` if the journal's file is gone; once lost, a checkpoint
+        records nothing (the run is stopping: what it writes could never be read back)."""
+        if self.lost:
+            return
+        self.ensure_present()
         now = time.time()
         with self._transaction():
             if state.committed:
@@ -220,6 +290,21 @@ class Journal:
         return [
             dict(zip(("id", "pid", "started", "ended", "status"), row, strict=True)) for row in rows
         ]
+
+
+def _side(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+def _empty(path: Path) -> bool:
+    return os.lstat(path).st_size == 0
+
+
+def _has_content(path: Path) -> bool:
+    try:
+        return os.lstat(path).st_size > 0
+    except FileNotFoundError:
+        return False
 
 
 class _Transaction:

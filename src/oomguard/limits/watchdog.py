@@ -10,8 +10,6 @@ up to one interval, and shared pages are counted in every process), which
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +24,7 @@ from oomguard.limits.base import (
     OomEvent,
     PipeEventSource,
 )
+from oomguard.limits.process import kill_trees
 from oomguard.memory.process import TreeMemory, read_tree_memory
 
 DEFAULT_INTERVAL = 0.1
@@ -58,28 +57,47 @@ class WatchdogGroup(MemoryGroup):
     ) -> None:
         super().__init__(name, limit, parent)
         self._limiter = limiter
-        self._members: set[int] = set()
+        self._members: dict[int, float | None] = {}  # pid -> its start time, when known
         self.current = 0  # bytes, as last sampled
         self.highest = 0  # peak since the last reset
         self.oom_kill = 0
 
     def add_pid(self, pid: int) -> None:
+        try:
+            born: float | None = psutil.Process(pid).create_time()
+        except psutil.NoSuchProcess:
+            born = None
         with self._limiter.lock:
-            self._members.add(pid)
+            self._members[pid] = born
 
     def members(self) -> set[int]:
         with self._limiter.lock:
             return set(self._members)
 
-    def pids(self) -> list[int]:
+    def live_members(self) -> list[int]:
+        """Members still running as the process that was added (a pid the kernel gave to
+        another process since is not ours to kill)."""
+        with self._limiter.lock:
+            members = list(self._members.items())
         alive = []
-        for pid in self.members():
+        for pid, born in members:
             try:
                 proc = psutil.Process(pid)
                 if proc.status() == psutil.STATUS_ZOMBIE:
                     continue
-                alive.append(pid)
-                alive.extend(child.pid for child in proc.children(recursive=True))
+                if born is not None and proc.create_time() != born:
+                    continue
+            except psutil.NoSuchProcess:
+                continue
+            alive.append(pid)
+        return alive
+
+    def pids(self) -> list[int]:
+        alive = []
+        for pid in self.live_members():
+            alive.append(pid)
+            try:
+                alive.extend(child.pid for child in psutil.Process(pid).children(recursive=True))
             except psutil.NoSuchProcess:
                 continue
         return alive
@@ -104,13 +122,8 @@ class WatchdogGroup(MemoryGroup):
         self.highest = self.current
 
     def kill_all(self, timeout: float = 5.0) -> None:
-        pids = [pid for group in [self, *self.children()] for pid in group.pids()]
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                continue
-        wait_dead(pids, timeout)
+        members = [pid for group in [self, *self.children()] for pid in group.live_members()]
+        wait_dead(kill_trees(members), timeout)
 
     def remove(self) -> None:
         if self.removed:
@@ -186,11 +199,7 @@ class WatchdogLimiter(Limiter):
         return events
 
     def _kill(self, over: WatchdogGroup, victim: int, tree: TreeMemory) -> OomEvent:
-        for pid in reversed(tree.pids):  # descendants first, then the member itself
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                continue
+        kill_trees([victim])  # the member and all it started, as read now
         # like the kernel, count the kill in the victim's own group (and in the one over limit)
         owner = next((g for g in self.watchdog_groups() if victim in g.members()), over)
         owner.oom_kill += 1

@@ -14,10 +14,14 @@ plus prometheus_client's standard process_* and python_* metrics.
 
 from __future__ import annotations
 
+import ipaddress
+import socket
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from oomguard.errors import ConfigError, OomguardWarning
 from oomguard.metrics.registry import Registry
 
 BATCH_SECONDS = "batch_seconds"
@@ -108,6 +112,34 @@ def build_registry(numbers: Callable[[], RunNumbers], registry: Registry) -> Any
     return collectors
 
 
+def check_endpoint(addr: str, port: int) -> None:
+    """Refuse an address that is none or a port in use (one line, before any work), and warn
+    when the endpoint would be reachable from the network: it has no authentication."""
+    try:
+        found = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as err:
+        raise ConfigError(f"invalid metrics_addr {addr!r}: {err}") from None
+    family, kind, proto, _, where = found[0]
+    if not all(ipaddress.ip_address(info[4][0]).is_loopback for info in found):
+        warnings.warn(
+            OomguardWarning(
+                f"metrics on {addr}:{port} can be read from the network, with no "
+                "authentication; bind 127.0.0.1 (the default) unless that is what you want"
+            ),
+            stacklevel=2,
+        )
+    if port == 0:
+        return  # any free port
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+        try:
+            probe.bind(where)
+        except OSError as err:
+            raise ConfigError(
+                f"cannot serve metrics on {addr}:{port}: {err.strerror or err}"
+            ) from None
+
+
 class Exporter:
     """The HTTP endpoint; ``close()`` stops it."""
 
@@ -121,7 +153,14 @@ class Exporter:
         from prometheus_client import start_http_server
 
         self.collectors = build_registry(numbers, registry)
-        self._server, self._thread = start_http_server(port, addr=addr, registry=self.collectors)
+        try:
+            self._server, self._thread = start_http_server(
+                port, addr=addr, registry=self.collectors
+            )
+        except OSError as err:  # taken since check_endpoint looked
+            raise ConfigError(
+                f"cannot serve metrics on {addr}:{port}: {err.strerror or err}"
+            ) from None
         self.port = self._server.server_port
         self.addr = addr
 

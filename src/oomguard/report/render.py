@@ -153,7 +153,8 @@ def plot(
     ax.set_title(title)
     ax.legend(loc="upper left", fontsize=9, framealpha=0.9)
     fig.tight_layout()
-    fig.savefig(target, dpi=DPI)
+    with open_private(target, "wb") as handle:  # never through a planted link
+        fig.savefig(handle, dpi=DPI, format="png")
     plt.close(fig)
 
 

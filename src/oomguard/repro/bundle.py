@@ -1,21 +1,22 @@
 """``oomguard bundle DIR [--redact]``: one zip to attach to a bug report.
 
 ``--redact`` keeps what a maintainer needs (sizes, hashes, memory curves, statuses,
-kernel lines) and drops what may be private (an LLM batch sends real candidate
-data): command arguments, file names and paths, item payloads, error messages and
-tracebacks, the command's own output, and the journal (which names the input).
+the shape of the kernel's OOM report) and drops what may be private (real customer data,
+say): every name, argument, path, payload and message becomes a hash (the rules are in
+:mod:`oomguard.repro.redact`); the command's own output and the journal (which names the
+input) stay out. Files are read and the zip written never through a symbolic link.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
+import os
 import zipfile
 from pathlib import Path
-from typing import Any
 
 from oomguard.errors import ConfigError
+from oomguard.repro.redact import redact, redact_kernel_log
+from oomguard.safe_files import check_own_file, read_private
 
 ALWAYS = (
     "summary.json",
@@ -25,59 +26,19 @@ ALWAYS = (
     "quarantine.jsonl",
 )
 UNREDACTED_ONLY = ("stdout.txt", "stderr.txt", "report.html", "memory.png")
-PRIVATE_KEYS = {
-    "message",
-    "traceback",
-    "error_message",
-    "command",
-    "path",
-    "source",
-    "sink",
-    "function",
-    "docker_argv",
-}
-_PATH = re.compile(r"(/[\w.\-]+)+")
 
 
-def _hash(text: str) -> str:
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def redact(value: Any) -> Any:
-    """Private strings become a hash; structure, numbers and statuses stay."""
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            if key in PRIVATE_KEYS:
-                out[key] = _redact_leaf(item)
-            elif key == "inputs" and isinstance(item, list):
-                out[key] = [
-                    {"size": i.get("size"), "sha256": i.get("sha256")}
-                    for i in item
-                    if isinstance(i, dict)
-                ]
-            else:
-                out[key] = redact(item)
-        return out
-    if isinstance(value, list):
-        return [redact(item) for item in value]
-    if isinstance(value, str):
-        return _PATH.sub(lambda m: _hash(m.group(0)), value)
-    return value
-
-
-def _redact_leaf(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_hash(str(v)) for v in value]
-    if value is None:
-        return None
-    return _hash(str(value))
-
-
-def _redact_kernel_log(text: str) -> str:
-    # kernel lines name cgroup paths and command names; keep numbers and structure
-    text = re.sub(r"memcg=[^,\s]*", lambda m: "memcg=" + _hash(m.group(0)), text)
-    return re.sub(r"\(([^)]*)\) total-vm", lambda m: f"({_hash(m.group(1))}) total-vm", text)
+def redacted_file(name: str, data: bytes) -> bytes:
+    """A run-directory file as ``--redact`` packs it (rules in repro/redact.py)."""
+    text = data.decode("utf-8", errors="replace")
+    if name.endswith(".json"):
+        return json.dumps(redact(json.loads(text)), indent=2).encode()
+    if name.endswith(".jsonl"):
+        lines = [json.dumps(redact(json.loads(line))) for line in text.splitlines() if line]
+        return ("\n".join(lines) + ("\n" if lines else "")).encode()
+    if name == "dmesg_excerpt.txt":
+        return redact_kernel_log(text).encode()
+    return data  # memory_log.csv: numbers, and the names of its columns
 
 
 def make_bundle(run_dir: Path, target: Path | None = None, *, redacted: bool = False) -> Path:
@@ -89,30 +50,26 @@ def make_bundle(run_dir: Path, target: Path | None = None, *, redacted: bool = F
     names = [n for n in (*ALWAYS, *manifests) if (run_dir / n).exists()]
     if not redacted:
         names += [n for n in UNREDACTED_ONLY if (run_dir / n).exists()]
-    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    # never through a link: a planted one would point the zip (or what goes in it) elsewhere
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        check_own_file(target, os.fstat(fd))
+        os.ftruncate(fd, 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    with (
+        os.fdopen(fd, "wb") as handle,
+        zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive,
+    ):
         for name in names:
-            path = run_dir / name
-            if not redacted:
-                archive.write(path, name)
-                continue
-            if name.endswith(".json"):
-                archive.writestr(name, json.dumps(redact(json.loads(path.read_text())), indent=2))
-            elif name.endswith(".jsonl"):
-                lines = [
-                    json.dumps(redact(json.loads(line)))
-                    for line in path.read_text().splitlines()
-                    if line
-                ]
-                archive.writestr(name, "\n".join(lines) + ("\n" if lines else ""))
-            elif name == "dmesg_excerpt.txt":
-                archive.writestr(name, _redact_kernel_log(path.read_text()))
-            else:
-                archive.write(path, name)
+            data = read_private(run_dir / name)
+            archive.writestr(name, redacted_file(name, data) if redacted else data)
         archive.writestr(
             "BUNDLE.txt",
             "oomguard bug-report bundle"
             + (
-                " (redacted: arguments, names, payloads and messages replaced by hashes)"
+                " (redacted: every name, argument, payload and message replaced by a hash)"
                 if redacted
                 else ""
             )
@@ -120,5 +77,5 @@ def make_bundle(run_dir: Path, target: Path | None = None, *, redacted: bool = F
             + ", ".join(names)
             + "\n",
         )
-    target.chmod(0o600)
+    os.chmod(target, 0o600)
     return target

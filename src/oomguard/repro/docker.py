@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from oomguard.errors import OomguardError
+from oomguard.safe_files import open_private
 
 
 class DockerUnavailable(OomguardError):
@@ -109,8 +110,9 @@ def finish_container(container: str, output_dir: Path) -> dict[str, Any]:
     """Wait for it, keep its output, inspect it, remove it."""
     docker_command(["docker", "wait", container], timeout=None)
     logs = docker_command(["docker", "logs", container], timeout=None)
-    (output_dir / "stdout.txt").write_text(logs.stdout)
-    (output_dir / "stderr.txt").write_text(logs.stderr)
+    for name, text in (("stdout.txt", logs.stdout), ("stderr.txt", logs.stderr)):
+        with open_private(output_dir / name) as handle:
+            handle.write(text)
     inspected = docker_command(["docker", "inspect", container])
     facts = (
         parse_inspect(inspected.stdout)

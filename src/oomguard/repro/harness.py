@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from oomguard.engine.artifacts import make_run_dir, open_private, write_dmesg_excerpt, write_json
+from oomguard.engine.config import MIN_MEMORY
 from oomguard.errors import ConfigError
 from oomguard.limits.base import MemoryGroup
 from oomguard.limits.select_limiter import open_limiter
@@ -177,6 +178,11 @@ def own_cgroup_events() -> dict[str, int]:
 
 
 def check_cap(memory: int, allow_large_cap: bool) -> int:
+    if memory < MIN_MEMORY:
+        raise ConfigError(
+            f"invalid --memory {format_size(memory)}: below the {format_size(MIN_MEMORY)} the "
+            "launcher needs before your command even starts"
+        )
     budget = effective_budget().bytes
     if memory > LARGEST_SAFE_SHARE * budget and not allow_large_cap:
         raise ConfigError(
@@ -226,7 +232,7 @@ def reproduce(
             events = []
             timed_out = False
             deadline = time.monotonic() + timeout if timeout else None
-            while proc.poll() is None:
+            while (ended := reap(proc, block=False)) is None:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     timed_out = True
@@ -237,7 +243,7 @@ def reproduce(
                 for event in new:
                     sampler.mark(f"oom_kill pid={event.pid or proc.pid} count={event.oom_kill}")
                 events += new
-            proc.wait()
+            max_rss = ended if ended is not None else reap(proc, block=True) or 0
             late = limiter.events.drain()
             for event in late:
                 sampler.mark(f"oom_kill pid={event.pid or proc.pid} count={event.oom_kill}")
@@ -253,10 +259,12 @@ def reproduce(
     if oom_killed and returncode == -9:
         exit_code = EXIT_OOM
     peak_cgroup = max(sampler.peak_cgroup, reading.peak or 0)
+    # samples every interval miss an allocation faster than that; the kernel does not
+    peak_rss = max(sampler.peak_rss, max_rss)
     duration = ended_wall - started_wall
     summary: dict[str, Any] = {
         "command": command,
-        "peak_rss_mb": mib(sampler.peak_rss),
+        "peak_rss_mb": mib(peak_rss),
         "peak_cgroup_mb": mib(peak_cgroup),
         "peak_working_set_mb": mib(sampler.peak_working_set),
         "cap_mb": mib(memory),
@@ -296,6 +304,23 @@ def reproduce(
     write_json(output_dir / f"run_manifest_{stamp}.json", manifest)
     verdict = make_verdict(summary, output_dir)
     return ReproResult(output_dir, exit_code, oom_killed, verdict, summary)
+
+
+def reap(proc: subprocess.Popen[bytes], *, block: bool) -> int | None:
+    """Reap the command with ``wait4`` (its exit status goes to ``proc``); returns its peak
+    RSS in bytes as the kernel counted it (``ru_maxrss``: the command and the children it
+    waited for), or None while it runs (``block=False``)."""
+    if proc.returncode is not None:
+        return 0
+    try:
+        pid, status, usage = os.wait4(proc.pid, 0 if block else os.WNOHANG)
+    except ChildProcessError:  # reaped elsewhere: its code is Popen's to find
+        proc.wait()
+        return 0
+    if pid == 0:
+        return None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return int(usage.ru_maxrss) * 1024  # KiB on Linux
 
 
 def _group_events(group: MemoryGroup) -> dict[str, int]:
