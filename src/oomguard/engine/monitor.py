@@ -1,6 +1,7 @@
 """The monitor: a thread that samples memory every ``interval`` into memory_log.csv.
 
-It reads; it never decides. The supervisor asks it for peaks and for each worker's recent
+It reads; it never decides. PSI is the job cgroup's own (``memory.pressure``, cgroup v2)
+where there is one, the machine's otherwise. The supervisor asks it for peaks and for each worker's recent
 growth (used to tell a bystander from the batch that was growing when the kernel struck).
 """
 
@@ -108,7 +109,9 @@ class Monitor:
                 history.append((now, view.pid, usage))
         self._procs = live  # psutil.Process objects kept: creating one reads /proc/PID/stat
         system = read_system_memory()
-        pressure = read_pressure()
+        # the job's own PSI where the kernel keeps one per cgroup (v2): its tasks' stalls,
+        # whatever their cause (its own cap included); else the machine's
+        pressure = self.job.pressure() or read_pressure()
         gpu_used = read_gpus().used if self._gpu else None
         self.peak_rss = max(self.peak_rss, rss)
         self.peak_cgroup = max(self.peak_cgroup, cgroup)

@@ -53,6 +53,7 @@ class WorkerHandle:
     batch_failure: tuple[str, dict[str, Any]] | None = None
     oom_event: bool = False
     kill_reason: str | None = None
+    group_restarted: bool = False  # the group restart for its OOM kill is done already
     batches_done: int = 0
     poller: Any = None  # a select.poll on the connection, for cheap "more to read?" checks
     running: mmap.mmap | None = None  # the shared slot: (batch_id, index) of the running item

@@ -48,6 +48,7 @@ from oomguard.engine.batch_size import BatchSizer
 from oomguard.engine.classify import Status, classify_text
 from oomguard.engine.config import JobConfig
 from oomguard.engine.forking import ForkServer, ForkServerGone
+from oomguard.engine.group_kill import kernel_victim
 from oomguard.engine.items import Batch, Item
 from oomguard.engine.monitor import Monitor, WorkerView
 from oomguard.engine.pool import WorkerHandle, close_worker, start_worker, worker_env
@@ -906,6 +907,11 @@ class Supervisor:
         handle.proc.wait()
         batch = handle.batch
         status, evidence = self.classify_death(handle)
+        if status is Status.OOM_KILLED and self.config.group and not handle.group_restarted:
+            victim = kernel_victim(handle, self.workers.values())  # v2: the kernel took all
+            if victim is not handle:
+                self.restart_group(victim)
+                status, evidence = self.classify_death(handle)
         peak = self.batch_peak(handle)
         del self.workers[handle.slot]
         if batch is not None and handle.state == "busy":
@@ -945,7 +951,12 @@ class Supervisor:
                 self.recover(
                     handle, batch, status, evidence, died_alone=died_alone, bystander=bystander
                 )
-            if status is Status.OOM_KILLED and self.config.group and handle.kill_reason != "group":
+            if (
+                status is Status.OOM_KILLED
+                and self.config.group
+                and handle.kill_reason != "group"
+                and not handle.group_restarted
+            ):
                 self.restart_group(handle)
         elif status is Status.OOM_KILLED:
             self.counters.oom_kills += 1
@@ -959,11 +970,13 @@ class Supervisor:
     def restart_group(self, victim: WorkerHandle) -> None:
         """seeds/004: one member OOM-killed, the whole group goes and comes back together."""
         self.group_restarts += 1
+        victim.group_restarted = True
         self.add_event({"time": time.time(), "event": "group_restart", "victim_pid": victim.pid})
         for other in list(self.workers.values()):
-            if other is not victim and other.proc.poll() is None:
-                other.kill_reason = "group"
-                other.proc.kill()
+            if other is not victim and other.kill_reason is None:
+                other.kill_reason = "group"  # killed by the kernel already (v2), or now
+                if other.proc.poll() is None:
+                    other.proc.kill()
 
     def classify_death(self, handle: WorkerHandle) -> tuple[Status, dict[str, Any]]:
         code = handle.proc.returncode
@@ -1470,6 +1483,7 @@ class Supervisor:
             "cgroup_events": {
                 "oom_kill": self.counters.oom_kills,
                 "job_oom_kill": job_reading.oom_kill if job_reading is not None else None,
+                "job_oom_group_kill": job_reading.oom_group_kill if job_reading else None,
             },
             "enforcement": self.limiter.kind,
             "enforcement_reason": self.limiter.reason,
