@@ -8,6 +8,8 @@ batch, two workers, under a 512 MiB cap: the cost learned per item (summary.json
 resettable) it also runs the job as the peak would be read without oomguard.limits.peak:
 ``memory.peak`` as it is (the lifetime peak), and ``memory.current`` samples alone. Run it
 on cgroup v1 and in the v2 lane (``tests/vm/run-v2-lane --run "python3 benchmarks/..."``).
+Last, what following a batch's peak costs where the kernel cannot reset it (BatchPeak's
+reset and read for one worker process: /proc/PID/clear_refs and /proc/PID/status).
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import platform
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
@@ -28,6 +32,7 @@ from oomguard import Job
 from oomguard.limits import open_limiter
 from oomguard.limits.cgroup_v2 import CgroupV2Group
 from oomguard.limits.cgroupfs import CgroupGroup
+from oomguard.limits.peak import BatchPeak
 
 
 @contextlib.contextmanager
@@ -86,6 +91,17 @@ def main() -> None:
                 f"| {name:<32} | {cost['p50']:7.1f} | {cost['p90']:7.1f} |"
                 f" {cost['p50'] / args.small_mb:15.2f} |"
             )
+    print()
+    print(f"BatchPeak reset + read, one worker process: {bookkeeping_us():.1f} us a batch")
+
+
+def bookkeeping_us(batches: int = 20000) -> float:
+    batch, pid = BatchPeak(), os.getpid()
+    start = time.perf_counter()
+    for _ in range(batches):
+        batch.reset(0, None, [pid])
+        batch.peak(0, None, [pid])
+    return (time.perf_counter() - start) / batches * 1e6
 
 
 if __name__ == "__main__":

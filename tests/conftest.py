@@ -2,7 +2,8 @@
 
 Tests that need root and a writable cgroup memory controller skip elsewhere with the
 reason; with ``OOMGUARD_REQUIRE_CGROUPS=1`` (set by ``.ci/run``) they fail instead, so CI
-can never pass by skipping them.
+can never pass by skipping them. Each such test is marked ``cgroups``; the v2 lane
+(tests/vm/run-v2-lane, ``OOMGUARD_LANE=v2``) runs them all on a cgroup v2 kernel.
 """
 
 from __future__ import annotations

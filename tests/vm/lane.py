@@ -92,13 +92,20 @@ def fetch_kernel(cache: Path) -> Path:
     if not debs:
         name = kernel_package_name()
         print(f"== v2 lane: apt-get download {name}", flush=True)
-        subprocess.run(["apt-get", "download", "-q", name], cwd=downloads, check=True)
+        _tool(["apt-get", "download", "-q", name], downloads)
         debs = sorted(downloads.glob("linux-image-6.1.0-*-amd64_*.deb"))
     partial = cache / "kernel.partial"
     shutil.rmtree(partial, ignore_errors=True)
-    subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(partial)], check=True)
+    _tool(["dpkg-deb", "-x", str(debs[-1]), str(partial)], cache)
     partial.rename(unpacked)
     return unpacked
+
+
+def _tool(command: list[str], cwd: Path) -> None:
+    try:
+        subprocess.run(command, cwd=cwd, check=True)
+    except (OSError, subprocess.CalledProcessError) as err:
+        raise Unavailable(f"{command[0]} failed: {err}") from err
 
 
 def module_order(modules_dir: Path, wanted: tuple[str, ...]) -> list[Path]:
