@@ -1,8 +1,9 @@
 """The monitor: a thread that samples memory every ``interval`` into memory_log.csv.
 
-It reads; it never decides. PSI is the job cgroup's own (``memory.pressure``, cgroup v2)
-where there is one, the machine's otherwise. The supervisor asks it for peaks and for each worker's recent
+It reads; it never decides. The supervisor asks it for peaks and for each worker's recent
 growth (used to tell a bystander from the batch that was growing when the kernel struck).
+PSI is the job cgroup's own (``memory.pressure``, cgroup v2) where there is one, the
+machine's otherwise.
 """
 
 from __future__ import annotations
