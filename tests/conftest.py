@@ -2,7 +2,8 @@
 
 Tests that need root and a writable cgroup memory controller skip elsewhere with the
 reason; with ``OOMGUARD_REQUIRE_CGROUPS=1`` (set by ``.ci/run``) they fail instead, so CI
-can never pass by skipping them.
+can never pass by skipping them. Each such test is marked ``cgroups``; the v2 lane
+(tests/vm/run-v2-lane, ``OOMGUARD_LANE=v2``) runs them all on a cgroup v2 kernel.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import pytest
 
 from oomguard.engine.fork_server import close_idle
 from oomguard.limits import CgroupLimiter, probe_cgroup_access
-from oomguard.limits.cgroup import GROUP_PREFIX
+from oomguard.limits.cgroup import GROUP_PREFIX, group_base
 from oomguard.memory.cgroups import detect_setup
 
 REQUIRE_CGROUPS = os.environ.get("OOMGUARD_REQUIRE_CGROUPS") == "1"
+LANE = os.environ.get("OOMGUARD_LANE")  # "v2" inside the v2 lane's VM (tests/vm/lane.py)
 
 
 def require_cgroups() -> CgroupLimiter:
@@ -33,6 +35,36 @@ def require_cgroups() -> CgroupLimiter:
             pytest.fail(f"OOMGUARD_REQUIRE_CGROUPS=1 but {message}")
         pytest.skip(message)
     return CgroupLimiter(access.version, access.base)
+
+
+def require_version(limiter: CgroupLimiter, version: str) -> None:
+    """Skip unless ``limiter`` is cgroup ``version`` (the v2 lane runs the v2 ones); inside
+    the lane a test of its version never skips."""
+    if limiter.version == version:
+        return
+    message = f"cgroup {version} only ({limiter.kind} here): tests/vm/run-v2-lane runs it"
+    if version == LANE:
+        pytest.fail(f"in the {LANE} lane but {message}")
+    pytest.skip(message)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that takes real cgroups is marked ``cgroups``: the v2 lane
+    (tests/vm/run-v2-lane) runs exactly those on a cgroup v2 kernel."""
+    for item in items:
+        if "cgroup_limiter" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cgroups)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """In the v2 lane every real-cgroup test runs: a skip there is a failure, with its reason."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if LANE and report.skipped and item.get_closest_marker("cgroups") is not None:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped in the {LANE} lane, where every cgroups test must run: {reason}"
 
 
 @pytest.fixture
@@ -48,8 +80,9 @@ def _our_cgroups() -> set[str]:
     setup = detect_setup()
     if setup.memory_dir is None:
         return set()
+    base = group_base(setup.memory_dir)
     try:
-        return {p.name for p in setup.memory_dir.iterdir() if p.name.startswith(GROUP_PREFIX)}
+        return {p.name for p in base.iterdir() if p.name.startswith(GROUP_PREFIX)}
     except OSError:
         return set()
 

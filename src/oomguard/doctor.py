@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from oomguard import __version__
+from oomguard.limits.peak import describe as describe_peak_method
 from oomguard.limits.process import can_lower_oom_score_adj, read_oom_score_adj
 from oomguard.limits.select_limiter import probe_cgroup_access
 from oomguard.memory.allocator import AllocatorInfo, read_allocator
@@ -29,6 +30,9 @@ class CgroupFacts:
     memory_dir: str | None
     writable: bool
     reason: str
+    delegated: bool  # a v2 subtree delegated to this user, its processes moved into a leaf
+    peak_method: str | None  # limits/peak.py: how each batch's peak is measured
+    peak_method_detail: str | None
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,14 @@ def examine(setup: CgroupSetup | None = None) -> DoctorReport:
             f"at {format_size(job_cap)} (90% of the {format_size(budget.bytes)} budget) and the "
             "kernel's OOM kills are seen the moment they happen."
         )
+        if access.delegated:
+            plan.append(
+                f"{access.base} is a cgroup v2 subtree delegated to you: the kernel enforces "
+                "the caps without root (not the watchdog); the processes in it move into a leaf "
+                "of their own first, as cgroup v2 requires."
+            )
+        if access.peak_method is not None:
+            plan.append(f"Batch peaks: {describe_peak_method(access.peak_method)}.")
     else:
         plan.append(
             f"cgroups cannot be used ({access.reason}): an RSS watchdog samples every worker every "
@@ -108,6 +120,9 @@ def examine(setup: CgroupSetup | None = None) -> DoctorReport:
             str(setup.memory_dir) if setup.memory_dir else None,
             access.writable,
             access.reason,
+            access.delegated,
+            access.peak_method,
+            describe_peak_method(access.peak_method) if access.peak_method else None,
         ),
         budget=budget,
         system=system,
@@ -142,6 +157,8 @@ def render(report: DoctorReport) -> None:
         + (f" at {cg.memory_dir}" if cg.memory_dir else ""),
     )
     table.add_row("cgroup writable", (ok if cg.writable else no) + f"  ({escape(cg.reason)})")
+    if cg.peak_method_detail is not None:
+        table.add_row("Batch peak", escape(f"{cg.peak_method}: {cg.peak_method_detail}"))
     budget = report.budget
     table.add_row(
         "Memory budget",

@@ -34,7 +34,11 @@ class WakePipe:
         drain(self.read_fd)
 
     def close(self) -> None:
-        for fd in (self.read_fd, self.write_fd):
+        # idempotent: closing a number twice could close whatever reused it meanwhile
+        fds, self.read_fd, self.write_fd = (self.read_fd, self.write_fd), -1, -1
+        for fd in fds:
+            if fd < 0:
+                continue
             try:
                 os.close(fd)
             except OSError:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import collections
 import itertools
 import json
+import os
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -159,36 +162,61 @@ def test_recycle_after_n_batches_and_trim_after_each(run_job) -> None:
     assert result.summary["malloc_trims"] == 6  # glibc here: malloc_trim(0) after every batch
 
 
-def test_group_restart_requeues_every_members_batch(cgroup_limiter: CgroupLimiter, run_job) -> None:
-    items = [{"kind": "hold", "mb": 5, "seconds": 0.5} for _ in range(9)]
-    items[4] = {"kind": "grow", "mb": 2000}
+def group_items(tmp_path: Path, holders: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``holders`` members holding 5 MiB until the kernel decides, and the poison that grows
+    past the cap once all of them hold (workloads.group_member)."""
+    fifos = [tmp_path / f"holder-{n}" for n in range(holders)]
+    for fifo in fifos:
+        os.mkfifo(fifo)
+    members = [
+        {"kind": "member", "role": "holder", "mb": 5, "fifo": str(fifo), "marker": f"{fifo}.m"}
+        for fifo in fifos
+    ]
+    poison = {
+        "kind": "member",
+        "role": "poison",
+        "mb": 2000,
+        "fifos": [str(f) for f in fifos],
+        "marker": str(tmp_path / "poison.m"),
+    }
+    return members, poison
+
+
+def test_group_restart_requeues_every_members_batch(
+    cgroup_limiter: CgroupLimiter, run_job, tmp_path: Path
+) -> None:
+    """cgroup v2: memory.oom.group, the kernel kills them all; v1: the engine kills the rest."""
+    (first, second), poison = group_items(tmp_path, 2)
+    items = [first, second, poison] + [{"kind": "hold", "mb": 5, "seconds": 0.1}] * 6
     result, lines = run_job(
         items, memory="400m", workers=3, batch_size=1, group=True, admission=False
     )
     counts = collections.Counter(line["input_index"] for line in lines)
-    assert set(counts) == set(range(9)) - {4} and set(counts.values()) == {1}
-    assert result.summary["group_restarts"] >= 1
+    assert set(counts) == set(range(9)) - {2} and set(counts.values()) == {1}
+    assert result.summary["group_restarts"] == 1
     group_kills = [a for a in manifest(result.run_dir) if a["status"] == "worker_crash"]
-    assert group_kills, "the other members' batches were requeued"
-    assert [q["input_index"] for q in result.quarantined] == [4]
+    assert sorted(a["input_indices"][0] for a in group_kills) == [0, 1]
+    assert [(q["input_index"], q["status"]) for q in result.quarantined] == [(2, "oom_killed")]
+    if cgroup_limiter.version == "v2":  # the kernel took the group (memory.oom.group)
+        assert result.summary["cgroup_events"]["job_oom_group_kill"] == 1
 
 
 def test_a_group_restart_runs_again_only_what_its_members_had_not_reported(
-    cgroup_limiter: CgroupLimiter, run_job
+    cgroup_limiter: CgroupLimiter, run_job, tmp_path: Path
 ) -> None:
-    # members are halfway through batches of 4 slow items when the poison (first in the
-    # middle batch) reaches the cap: what they had reported is in the sink already
-    hold = {"kind": "hold", "mb": 5, "seconds": 0.6}  # 2.4 s a batch; the poison dies at ~1.6 s
-    items = [dict(hold) for _ in range(12)]
-    items[4] = {"kind": "creep", "mb": 900, "step_mb": 12, "step_seconds": 0.04}
+    # each member has reported its first item (done after the 0.5 s a group of results
+    # waits) when the poison, first in the middle batch, reaches the cap
+    (first, second), poison = group_items(tmp_path, 2)
+    hold = {"kind": "hold", "mb": 5, "seconds": 0.6}
+    items = [hold, first, poison, {"kind": "ok", "value": 3}, hold, second]
     result, lines = run_job(
-        items, memory="400m", workers=3, batch_size=4, group=True, admission=False
+        items, memory="400m", workers=3, batch_size=2, group=True, admission=False
     )
     counts = collections.Counter(line["input_index"] for line in lines)
-    assert set(counts) == set(range(12)) - {4} and set(counts.values()) == {1}
+    assert set(counts) == set(range(6)) - {2} and set(counts.values()) == {1}
     restarted = [a for a in manifest(result.run_dir) if a["status"] == "worker_crash"]
-    assert any(a["items_done"] > 0 for a in restarted), "no member had reported an item yet"
-    assert [q["input_index"] for q in result.quarantined] == [4]
+    assert sorted(a["items_done"] for a in restarted) == [1, 1], restarted
+    assert [q["input_index"] for q in result.quarantined] == [2]
 
 
 def test_batch_sizer_grows_on_fast_batches_with_memory_to_spare_and_shrinks_on_slow_ones() -> None:

@@ -272,3 +272,23 @@ def test_a_restored_copy_of_the_output_is_resumed_only_when_forced(tmp_path: Pat
     assert out.read_bytes() == restored  # nothing cut, nothing redone
     again = run_cli("resume", str(tmp_path / "run"), "--log-format", "quiet")
     assert again.returncode == 0, again.stderr  # the copy is the run's output now
+
+
+def test_a_file_written_again_in_the_same_inode_is_not_the_same_file(tmp_path: Path) -> None:
+    """ext4 gives a file deleted and written again the same inode number at once, often:
+    its generation tells them apart (where the file system keeps one)."""
+    from oomguard.engine.output import current_identity, same_file
+
+    path = tmp_path / "out.jsonl"
+    path.write_text("{}\n")
+    before = current_identity(path)
+    path.unlink()
+    path.write_text("{}\n")
+    after = current_identity(path)
+    assert not same_file(after, before)
+    assert same_file(after, after)
+    # an identity from an older journal (no generation) still matches by inode alone
+    assert same_file(after, {"dev": after["dev"], "ino": after["ino"]})
+    assert not same_file(
+        {"dev": 1, "ino": 2, "generation": 3}, {"dev": 1, "ino": 2, "generation": 4}
+    )

@@ -93,6 +93,16 @@ def work(item: dict[str, Any]) -> Any:
             while chunk := handle.read(MiB):
                 total += len(chunk)
         return {"read": total}
+    if kind == "member":
+        return group_member(item)
+    if kind == "announce":
+        # tells the test, once (a marker file), that it is running: a line on a FIFO
+        marker = Path(item["marker"])
+        if not marker.exists():
+            marker.write_text("1")
+            with open(item["fifo"], "w") as pipe:
+                pipe.write("running\n")
+        return {"announced": True}
     if kind == "slow":
         time.sleep(item["seconds"])  # the workload is slow by nature; no test waits on it
         return {"slow": True}
@@ -162,6 +172,27 @@ def work(item: dict[str, Any]) -> Any:
             "ppid": os.getppid(),
         }
     raise AssertionError(f"unknown kind {kind}")
+
+
+def group_member(item: dict[str, Any]) -> Any:
+    """Members of one group, all mid-batch when the poison reaches the cap: each "holder"
+    holds its memory until the kernel decides and says so on its FIFO; the "poison" grows
+    past the cap only once it has heard from every holder. On a retry (its marker file
+    exists) each just returns."""
+    marker = Path(item["marker"])
+    if marker.exists():
+        return {"role": item["role"], "retried": True}
+    marker.write_text("1")
+    if item["role"] == "holder":
+        touch(allocate(item["mb"]))
+        with open(item["fifo"], "w") as pipe:
+            pipe.write("holding\n")
+        threading.Event().wait()  # held until the kernel decides
+    for fifo in item["fifos"]:
+        with open(fifo) as pipe:
+            pipe.readline()
+    touch(allocate(item["mb"]))
+    return {"role": "poison"}
 
 
 def work_batch(items: list[dict[str, Any]]) -> list[Any]:

@@ -5,6 +5,7 @@ No sleeps: a child prints ``ready`` when it has done its part, and acts on ``go`
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -95,3 +96,49 @@ def file_reader(path: str) -> Iterator[subprocess.Popen[str]]:
                     stream.close()
                 except BrokenPipeError:
                     pass
+
+
+# One "batch" per line on stdin: allocates that many MiB (zero-filled, so resident), frees
+# them and prints "freed"; a peak a sampler between two reads would never see.
+PULSE = r"""
+import sys
+print("ready", flush=True)
+for line in sys.stdin:
+    block = bytearray(int(line) * 1024 * 1024)
+    del block
+    print("freed", flush=True)
+"""
+
+
+@contextmanager
+def pulser() -> Iterator[subprocess.Popen[str]]:
+    """A child that allocates and frees N MiB each time it is sent N (see :func:`pulse`)."""
+    # a fixed mmap threshold: every block is mapped and unmapped, never kept in the heap
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PULSE],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"},
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                try:
+                    stream.close()
+                except BrokenPipeError:
+                    pass
+
+
+def pulse(proc: subprocess.Popen[str], mib: int) -> None:
+    """One allocate-and-free of ``mib`` MiB, waited for."""
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(f"{mib}\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().strip() == "freed"

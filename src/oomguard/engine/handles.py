@@ -119,6 +119,7 @@ class WorkerHandle:
     first_rss: int | None = None  # RSS after its first batch: the leak check's reference
     oom_event: bool = False  # the limiter reported an OOM kill in its group
     kill_reason: KillReason | None = None
+    group_restarted: bool = False  # the group restart for its OOM kill is done already
     held: int = 0  # bytes of side room its group is held to beside a runaway (0: not held)
     held_since: float = 0.0
 
@@ -141,10 +142,10 @@ class WorkerHandle:
         self.kill_reason = None
         self.oom_event = False
 
-    def kill(self, reason: KillReason, *, replace: bool = False) -> bool:
+    def kill(self, reason: KillReason) -> bool:
         """SIGKILL it for ``reason`` (kept for its death's verdict); False when it was
-        being killed already (``replace``: the new reason wins)."""
-        if self.kill_reason is not None and not replace:
+        being killed already."""
+        if self.kill_reason is not None:
             return False
         self.kill_reason = reason
         self.proc.kill()

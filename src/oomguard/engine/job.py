@@ -39,7 +39,7 @@ from oomguard.journal.lock import RunLock
 from oomguard.journal.ranges import RangeSet
 from oomguard.journal.store import JOURNAL_NAME, Journal
 from oomguard.limits.cgroup import CgroupLimiter, sweep_stale_groups
-from oomguard.limits.process import protect_supervisor
+from oomguard.limits.process import protect_supervisor, read_oom_score_adj, set_oom_score_adj
 from oomguard.limits.select_limiter import open_limiter
 from oomguard.memory.budget import effective_budget
 from oomguard.metrics.exporter import check_endpoint
@@ -181,6 +181,7 @@ class Job:
         source = open_source(self.source_spec)
         if self.config.metrics_port is not None:
             check_endpoint(self.config.metrics_addr, self.config.metrics_port)
+        caller_oom_score_adj = read_oom_score_adj()
         protect_supervisor()  # before any child starts: children inherit oom_score_adj
         # first: the fork server's interpreter boots while the rest is set up (unless an
         # earlier job in this process left one idle)
@@ -195,6 +196,10 @@ class Job:
         finally:
             if isinstance(fork_server, ForkServer):
                 release(fork_server)  # kept idle for the next job, or closed
+            if caller_oom_score_adj is not None:
+                # the caller's process goes on as it was: what it starts next must not
+                # inherit -1000, which the kernel's OOM killer never picks
+                set_oom_score_adj(caller_oom_score_adj)
 
     def _run(
         self,

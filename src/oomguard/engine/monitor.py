@@ -5,6 +5,9 @@ growth (used to tell a bystander from the batch that was growing when the kernel
 The job is logged twice: what its cgroup is charged (page cache included) and its working
 set (less the inactive file cache: what decisions use); a worker's growth is of its working
 set, so a worker filling the cache with a file it reads is not taken for a runaway.
+
+PSI is the job cgroup's own (``memory.pressure``, cgroup v2) where there is one, the
+machine's otherwise.
 """
 
 from __future__ import annotations
@@ -117,7 +120,9 @@ class Monitor:
                 history.append((now, view.pid, usage))
         self._procs = live  # psutil.Process objects kept: creating one reads /proc/PID/stat
         system = read_system_memory()
-        pressure = read_pressure()
+        # the job's own PSI where the kernel keeps one per cgroup (v2): its tasks' stalls,
+        # whatever their cause (its own cap included); else the machine's
+        pressure = (self.job.pressure() if self.job is not None else None) or read_pressure()
         gpu_used = read_gpus().used if self._gpu else None
         self.peak_rss = max(self.peak_rss, rss)
         self.peak_cgroup = max(self.peak_cgroup, cgroup)

@@ -21,6 +21,7 @@ from oomguard.engine.aimd import Aimd
 from oomguard.engine.backend_link import BackendLink
 from oomguard.engine.config import JobConfig
 from oomguard.engine.dispatch import Dispatch
+from oomguard.engine.group_kill import kernel_victim
 from oomguard.engine.handles import Attempt, KillReason, WorkerHandle, WorkerState
 from oomguard.engine.intake import Intake
 from oomguard.engine.items import Batch
@@ -183,6 +184,11 @@ class Outcomes:
         handle.proc.wait()
         oom_seen, kills = self.pool.oom_seen(handle)
         status = death_status(handle.kill_reason, oom_seen)
+        if status is Status.OOM_KILLED and self.config.group and not handle.group_restarted:
+            victim = kernel_victim(handle, self.pool.workers.values())  # v2: the kernel took all
+            if victim is not handle:
+                self.pool.restart_group(victim)  # this one was a member, killed with it
+                status = death_status(handle.kill_reason, oom_seen)
         evidence = self._evidence(handle, status, kills)
         attempt = handle.attempt
         if attempt is not None:
@@ -282,7 +288,12 @@ class Outcomes:
             self._requeue_unreported(attempt, status, evidence)
         else:
             self._blame(handle, attempt, status, evidence, verdict.died_alone)
-        if status is Status.OOM_KILLED and self.config.group and reason is not KillReason.GROUP:
+        if (
+            status is Status.OOM_KILLED
+            and self.config.group
+            and reason is not KillReason.GROUP
+            and not handle.group_restarted
+        ):
             self.pool.restart_group(handle)
 
     def _settle_reported(self, attempt: Attempt) -> None:

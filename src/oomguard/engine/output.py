@@ -23,6 +23,7 @@ import errno
 import fcntl
 import os
 import stat
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,30 @@ class OutputClaim:
         os.close(self.fd)  # closing drops the flock
 
 
-def identity_of(info: os.stat_result) -> dict[str, int]:
-    return {"dev": info.st_dev, "ino": info.st_ino}
+FS_IOC_GETVERSION = 0x80087601  # _IOR('v', 1, long): the inode's generation number
+
+
+def identity_of(fd: int) -> dict[str, int]:
+    """Which file ``fd`` is: device and inode, and the inode's generation where the file
+    system keeps one (ext4, XFS, btrfs): a file deleted and written again often gets the
+    same inode number at once, but never the same generation."""
+    info = os.fstat(fd)
+    identity = {"dev": info.st_dev, "ino": info.st_ino}
+    try:
+        generation = fcntl.ioctl(fd, FS_IOC_GETVERSION, bytes(8))
+    except OSError:
+        return identity  # not kept here (tmpfs, overlay): device and inode only
+    identity["generation"] = struct.unpack("I", generation[:4])[0]
+    return identity
+
+
+def same_file(identity: dict[str, int], recorded: dict[str, Any]) -> bool:
+    """Whether ``identity`` is the file the journal recorded (generations compared where
+    both are known: a journal of an older oomguard has none)."""
+    if (identity["dev"], identity["ino"]) != (recorded.get("dev"), recorded.get("ino")):
+        return False
+    generation = recorded.get("generation")
+    return generation is None or identity.get("generation", generation) == generation
 
 
 def claim_output(
@@ -91,7 +114,7 @@ def claim_output(
     except BaseException:
         os.close(fd)
         raise
-    return OutputClaim(path, fd, identity_of(info))
+    return OutputClaim(path, fd, identity_of(fd))
 
 
 def check_not_input(path: Path, source: Path | None) -> None:
@@ -118,7 +141,7 @@ def check_same_output(
 ) -> None:
     """A resume writes only to the file its journal recorded, as it recorded it."""
     try:
-        info = os.stat(path)
+        os.stat(path)
     except FileNotFoundError:
         if committed:
             raise ConfigError(
@@ -134,13 +157,25 @@ def check_same_output(
             "record it (an older oomguard, or an edited journal); refusing to cut it back to "
             "the journal's position; use --force if it holds this run's results"
         )
-    if identity_of(info) != {"dev": recorded.get("dev"), "ino": recorded.get("ino")}:
+    if not same_file(current_identity(path), recorded):
         raise ConfigError(
             f"output {str(path)!r} is not the file this run wrote (it was replaced, or the "
             "journal names another file): refusing to cut it back to the journal's position; "
             "restore the run's own output (--force if a restored copy is in its place), or "
             "start a new run"
         )
+
+
+def current_identity(path: Path) -> dict[str, int]:
+    """The identity of what is at ``path`` now (never through a symlink)."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+    if path.is_dir():
+        flags |= os.O_DIRECTORY
+    fd = os.open(path, flags)
+    try:
+        return identity_of(fd)
+    finally:
+        os.close(fd)
 
 
 def open_output(path: Path) -> int:

@@ -258,10 +258,13 @@ class WorkerPool:
         """One member OOM-killed: the whole group goes and comes back together, never
         left half-alive (a model handler's processes, say)."""
         self.ledger.counters.group_restarts += 1
+        victim.group_restarted = True
         self.ledger.event("group_restart", victim_pid=victim.pid)
         for other in list(self.workers.values()):
-            if other is not victim and other.proc.poll() is None:
-                other.kill(KillReason.GROUP, replace=True)
+            if other is not victim and other.kill_reason is None:
+                other.kill_reason = KillReason.GROUP  # killed by the kernel already (v2), or now
+                if other.proc.poll() is None:
+                    other.proc.kill()
 
     def remove(self, handle: WorkerHandle) -> None:
         """A dead worker out of the pool: reaped, its descriptors and cgroup released."""

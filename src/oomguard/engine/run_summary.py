@@ -172,6 +172,7 @@ class RunSummary:
             "cgroup_events": {
                 "oom_kill": self.ledger.counters.oom_kills,
                 "job_oom_kill": job_reading.oom_kill if job_reading is not None else None,
+                "job_oom_group_kill": job_reading.oom_group_kill if job_reading else None,
             },
         }
 

@@ -17,6 +17,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Literal
 
+from oomguard.memory.system import MemoryPressure
 from oomguard.wakeup import WakePipe
 
 EventSourceKind = Literal["eventfd", "inotify", "watchdog"]
@@ -98,14 +99,16 @@ class PipeEventSource(EventSource):
 @dataclass(frozen=True)
 class GroupMemory:
     """One reading of a group: bytes charged, its limit, peak since the last reset, OOM
-    kills, and the working set (what is charged less the page cache the kernel may drop
-    first: the figure decisions use; equal to ``usage`` where RSS is all that is known)."""
+    kills, the working set (what is charged less the page cache the kernel may drop first:
+    the figure decisions use; equal to ``usage`` where RSS is all that is known) and, cgroup
+    v2, the times ``memory.oom.group`` made one kill take the whole group."""
 
     usage: int
     limit: int | None
     peak: int | None
     oom_kill: int
     working_set: int
+    oom_group_kill: int = 0
 
 
 class MemoryGroup(ABC):
@@ -186,6 +189,11 @@ class MemoryGroup(ABC):
     def stalled(self) -> bool:
         """Whether a process of the held group is waiting at its ceiling now."""
         return False
+
+    def pressure(self) -> MemoryPressure | None:
+        """Memory PSI of this group's own tasks, where the kernel keeps it per group (cgroup
+        v2); None elsewhere (the caller falls back to the machine's)."""
+        return None
 
     @abstractmethod
     def kill_all(self, timeout: float = 5.0) -> None:

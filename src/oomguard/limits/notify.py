@@ -64,7 +64,10 @@ class _Inotify:
         drain(self.fd)
 
     def close(self) -> None:
-        os.close(self.fd)
+        # once only: a second close() could close a descriptor the number was reused for
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
 
 
 @dataclass
@@ -195,8 +198,10 @@ class CgroupEventSource(EventSource):
         return None if self._settle_until is None else _SETTLE_STEP
 
     def close(self) -> None:
+        """Idempotent: a limiter closed after an error is often closed again on the way out."""
         for name in list(self._watches):
             self.unwatch(name)
         if self._inotify is not None:
             self._inotify.close()
+            self._inotify = None
         self._epoll.close()
