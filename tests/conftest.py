@@ -25,6 +25,13 @@ from oomguard.memory.cgroups import detect_setup
 REQUIRE_CGROUPS = os.environ.get("OOMGUARD_REQUIRE_CGROUPS") == "1"
 LANE = os.environ.get("OOMGUARD_LANE")  # "v2" inside the v2 lane's VM (tests/vm/lane.py)
 
+# a relative PYTHONPATH (PYTHONPATH=src) would send a child started in another directory
+# (a fork server, a worker, a command run elsewhere) to other code, or to none
+if os.environ.get("PYTHONPATH"):
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        str(Path(part).resolve()) for part in os.environ["PYTHONPATH"].split(os.pathsep) if part
+    )
+
 
 def require_cgroups() -> CgroupLimiter:
     """A v1/v2 cgroup limiter, or skip (fail under OOMGUARD_REQUIRE_CGROUPS=1) saying why."""

@@ -11,14 +11,8 @@ ROOT = Path(__file__).parents[2]
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    """The environment for a child ``oomguard``: a relative PYTHONPATH (``PYTHONPATH=src``)
-    made absolute, so a child started in another directory runs this same code."""
-    env = {**os.environ, **extra}
-    if env.get("PYTHONPATH"):
-        env["PYTHONPATH"] = os.pathsep.join(
-            str(Path(part).resolve()) for part in env["PYTHONPATH"].split(os.pathsep) if part
-        )
-    return env
+    """The environment for a child ``oomguard`` (tests/conftest.py made PYTHONPATH absolute)."""
+    return {**os.environ, **extra}
 
 
 def oomguard_argv(*args: str) -> list[str]:
