@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from oomguard import __version__
+from oomguard.engine.config import DEFAULT_MEMORY_FRACTION
 from oomguard.limits.peak import describe as describe_peak_method
 from oomguard.limits.process import can_lower_oom_score_adj, read_oom_score_adj
 from oomguard.limits.select_limiter import probe_cgroup_access
@@ -19,8 +20,6 @@ from oomguard.memory.gpu import GpuReport, read_gpus
 from oomguard.memory.kernel_log import read_kernel_log
 from oomguard.memory.system import MemoryPressure, SystemMemory, read_pressure, read_system_memory
 from oomguard.sizes import format_size
-
-DEFAULT_JOB_FRACTION = 0.90  # the job's cap: 90% of the effective budget (issue: engine)
 
 
 @dataclass(frozen=True)
@@ -57,25 +56,21 @@ class DoctorReport:
         return asdict(self)
 
 
-def examine(setup: CgroupSetup | None = None) -> DoctorReport:
-    """Gather every fact doctor shows. Pure reading; nothing is changed on the machine."""
-    setup = setup if setup is not None else detect_setup()
-    access = probe_cgroup_access(setup)
-    budget = effective_budget(setup)
-    system = read_system_memory()
-    pressure = read_pressure()
-    kernel_log_readable = read_kernel_log() is not None
-    gpus = read_gpus()
-    allocator = read_allocator()
-    root = os.geteuid() == 0
-    enforcement = f"cgroup-{access.version}" if access.writable else "watchdog"
-    job_cap = int(budget.bytes * DEFAULT_JOB_FRACTION)
-
+def plan_lines(
+    access: Any,
+    budget: int,
+    job_cap: int,
+    kernel_log_readable: bool,
+    pressure: MemoryPressure | None,
+    gpus: Any,
+    allocator: Any,
+) -> list[str]:
+    """What oomguard will do on this machine, in sentences."""
     plan = []
     if access.writable:
         plan.append(
             f"Workers run in cgroup {access.version} groups under {access.base}; the job is capped "
-            f"at {format_size(job_cap)} (90% of the {format_size(budget.bytes)} budget) and the "
+            f"at {format_size(job_cap)} ({DEFAULT_MEMORY_FRACTION:.0%} of the {format_size(budget)} budget) and the "
             "kernel's OOM kills are seen the moment they happen."
         )
         if access.delegated:
@@ -109,6 +104,24 @@ def examine(setup: CgroupSetup | None = None) -> DoctorReport:
         )
     if allocator.jemalloc:
         plan.append("jemalloc is loaded: malloc_trim after batches is skipped.")
+    return plan
+
+
+def examine(setup: CgroupSetup | None = None) -> DoctorReport:
+    """Gather every fact doctor shows. Pure reading; nothing is changed on the machine."""
+    setup = setup if setup is not None else detect_setup()
+    access = probe_cgroup_access(setup)
+    budget = effective_budget(setup)
+    system = read_system_memory()
+    pressure = read_pressure()
+    kernel_log_readable = read_kernel_log() is not None
+    gpus = read_gpus()
+    allocator = read_allocator()
+    root = os.geteuid() == 0
+    enforcement = f"cgroup-{access.version}" if access.writable else "watchdog"
+    job_cap = int(budget.bytes * DEFAULT_MEMORY_FRACTION)
+
+    plan = plan_lines(access, budget.bytes, job_cap, kernel_log_readable, pressure, gpus, allocator)
     return DoctorReport(
         oomguard=__version__,
         python=platform.python_version(),
@@ -159,27 +172,7 @@ def render(report: DoctorReport) -> None:
     table.add_row("cgroup writable", (ok if cg.writable else no) + f"  ({escape(cg.reason)})")
     if cg.peak_method_detail is not None:
         table.add_row("Batch peak", escape(f"{cg.peak_method}: {cg.peak_method_detail}"))
-    budget = report.budget
-    table.add_row(
-        "Memory budget",
-        f"{format_size(budget.bytes)} from {budget.source.kind} ({budget.source.detail})",
-    )
-    for source in budget.candidates:
-        if source is not budget.source:
-            table.add_row(
-                "", f"[dim]also {source.kind}: {format_size(source.bytes)} ({source.detail})[/]"
-            )
-    sysmem = report.system
-    table.add_row(
-        "System memory",
-        f"{format_size(sysmem.available)} available of {format_size(sysmem.total)}; "
-        f"swap {format_size(sysmem.swap_total)}",
-    )
-    if report.pressure is not None:
-        some = report.pressure.some
-        table.add_row("PSI memory", f"{ok}  some avg10={some.avg10:.2f}% avg60={some.avg60:.2f}%")
-    else:
-        table.add_row("PSI memory", no)
+    _memory_rows(table, report, ok, no)
     table.add_row("Kernel log (dmesg)", ok if report.kernel_log_readable else no)
     gpus = report.gpus
     if gpus.devices:
@@ -207,3 +200,28 @@ def render(report: DoctorReport) -> None:
     console.print(table)
     for line in report.plan:
         console.print(f"• {escape(line)}")
+
+
+def _memory_rows(table: Any, report: DoctorReport, ok: str, no: str) -> None:
+    """The budget, where it comes from, system memory and PSI."""
+    budget = report.budget
+    table.add_row(
+        "Memory budget",
+        f"{format_size(budget.bytes)} from {budget.source.kind} ({budget.source.detail})",
+    )
+    for source in budget.candidates:
+        if source is not budget.source:
+            table.add_row(
+                "", f"[dim]also {source.kind}: {format_size(source.bytes)} ({source.detail})[/]"
+            )
+    sysmem = report.system
+    table.add_row(
+        "System memory",
+        f"{format_size(sysmem.available)} available of {format_size(sysmem.total)}; "
+        f"swap {format_size(sysmem.swap_total)}",
+    )
+    if report.pressure is not None:
+        some = report.pressure.some
+        table.add_row("PSI memory", f"{ok}  some avg10={some.avg10:.2f}% avg60={some.avg60:.2f}%")
+    else:
+        table.add_row("PSI memory", no)

@@ -29,6 +29,7 @@ MIN_MEMORY = 32 * 1024 * 1024
 # bigger machine still runs here
 MAX_WORKERS_PER_CORE = 8
 LOG_FORMATS = ("auto", "rich", "plain", "json", "quiet")
+LIMITERS = MODES  # how memory is enforced (limits/select_limiter.py)
 START_METHODS = ("forkserver", "spawn")
 
 

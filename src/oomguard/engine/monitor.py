@@ -93,32 +93,12 @@ class Monitor:
         cgroup = working = 0
         try:
             if self.job is not None:
-                cgroup = self.job.usage()
-                working = self.job.working_set()
+                cgroup, working = self.job.charge()
         except OSError:
             pass
         supervisor = self._supervisor.memory_info()
-        rss, vms = supervisor.rss, supervisor.vms
-        per_slot: dict[int, int] = {}
-        live: dict[int, psutil.Process] = {}
-        for view in self.workers():
-            try:
-                proc = self._procs.get(view.pid) or psutil.Process(view.pid)
-                info = proc.memory_info()
-            except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
-                continue
-            live[view.pid] = proc
-            per_slot[view.slot] = info.rss
-            rss += info.rss
-            vms += info.vms
-            try:
-                usage = view.group.working_set()
-            except OSError:
-                usage = info.rss
-            with self._lock:
-                history = self._history.setdefault(view.slot, collections.deque(maxlen=HISTORY))
-                history.append((now, view.pid, usage))
-        self._procs = live  # psutil.Process objects kept: creating one reads /proc/PID/stat
+        workers_rss, workers_vms, per_slot = self._sample_workers(now)
+        rss, vms = supervisor.rss + workers_rss, supervisor.vms + workers_vms
         system = read_system_memory()
         # the job's own PSI where the kernel keeps one per cgroup (v2): its tasks' stalls,
         # whatever their cause (its own cap included); else the machine's
@@ -150,6 +130,32 @@ class Monitor:
                 mib(gpu_used) if gpu_used is not None else "",
             ]
         )
+
+    def _sample_workers(self, now: float) -> tuple[int, int, dict[int, int]]:
+        """The workers' RSS and VMS summed, each slot's RSS; each worker's working set
+        goes into its growth history."""
+        rss = vms = 0
+        per_slot: dict[int, int] = {}
+        live: dict[int, psutil.Process] = {}
+        for view in self.workers():
+            try:
+                proc = self._procs.get(view.pid) or psutil.Process(view.pid)
+                info = proc.memory_info()
+            except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+                continue
+            live[view.pid] = proc
+            per_slot[view.slot] = info.rss
+            rss += info.rss
+            vms += info.vms
+            try:
+                usage = view.group.working_set()
+            except OSError:
+                usage = info.rss
+            with self._lock:
+                history = self._history.setdefault(view.slot, collections.deque(maxlen=HISTORY))
+                history.append((now, view.pid, usage))
+        self._procs = live  # psutil.Process objects kept: creating one reads /proc/PID/stat
+        return rss, vms, per_slot
 
     def recent_growth(self, slot: int, pid: int, window: float = 1.0) -> int | None:
         """Bytes the worker ``pid`` in ``slot`` grew over the last ``window`` seconds of samples."""
