@@ -103,6 +103,7 @@ def nothing_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
     process makes there meanwhile (a package install, an editor) is not the suite's."""
     tmp_path_factory.getbasetemp()  # pytest's own tmp_path directories stay where they were
     private = Path(tempfile.mkdtemp(prefix="oomguard-tests-"))
+    os.chmod(private, 0o711)  # others may pass through (a test's unprivileged user), not list
     saved = os.environ.get("TMPDIR"), tempfile.tempdir
     os.environ["TMPDIR"] = tempfile.tempdir = str(private)
     cgroups_before = _our_cgroups()

@@ -7,7 +7,8 @@ with software emulation, and runs every test marked ``cgroups`` there::
 
     host /  ──9p, read-only──►  VM /host  ──chroot──►  the same tree, the same python
     REPO/.vm/results  ◄──9p, read-write──  the lane's exit status and junit report
-    /tmp, /run, /dev/shm: tmpfs inside (the tree is read-only there)
+    /tmp: an ext4 scratch disk (page-cache tests need a file system with a page cache);
+    /run, /dev/shm: tmpfs (the tree is read-only there)
 
 The initramfs is busybox plus the virtio and 9p modules (and zram, for swap) of the same
 kernel package. Nothing is committed: the kernel package and the initramfs are cached in
@@ -36,7 +37,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 KERNEL_PACKAGE = re.compile(r"^linux-image-6\.1\.0-[0-9]+-amd64$")
 # what the init needs, each loaded after what it depends on (read from the modules)
-MODULES = ("virtio_pci", "9pnet_virtio", "9p", "zram")
+MODULES = ("virtio_pci", "9pnet_virtio", "9p", "zram", "virtio_blk", "crc32c_generic", "ext4")
+SCRATCH_SIZE = 6 * 1024**3  # the VM's /tmp: a sparse ext4 image (tmpfs has no page cache to test)
 VM_MEMORY = "4G"
 VM_CPUS = "2"
 
@@ -147,7 +149,8 @@ mount -t devtmpfs dev /host/dev
 mkdir -p /host/dev/shm /host/dev/pts
 mount -t tmpfs -o mode=1777 shm /host/dev/shm
 mount -t devpts devpts /host/dev/pts
-mount -t tmpfs -o mode=1777 tmp /host/tmp
+mount -t ext4 /dev/vda /host/tmp || {{ echo "init: no scratch disk"; mount -t tmpfs tmp /host/tmp; }}
+chmod 1777 /host/tmp
 mount -t tmpfs run /host/run
 mount -t cgroup2 -o nsdelegate,memory_recursiveprot cgroup2 /host/sys/fs/cgroup
 mount -t 9p -o $opts results /host{results}
@@ -233,7 +236,21 @@ def _pad(data: bytes) -> bytes:
     return data + b"\0" * (-len(data) % 4)
 
 
-def boot(qemu: str, kernel: Path, initramfs: Path, results: Path, timeout: float) -> int:
+def make_scratch(cache: Path) -> Path:
+    """A fresh, sparse ext4 image for the VM's /tmp: page-cache tests need a file system
+    whose reads go through the page cache (tmpfs pages are shared memory instead)."""
+    image = cache / "scratch.img"
+    image.unlink(missing_ok=True)
+    with open(image, "wb") as handle:
+        handle.truncate(SCRATCH_SIZE)
+    # no metadata checksums: the VM's init has no crc32c module loader to ask for it
+    _tool(["mkfs.ext4", "-q", "-F", "-O", "^metadata_csum", str(image)], cache)
+    return image
+
+
+def boot(
+    qemu: str, kernel: Path, initramfs: Path, results: Path, scratch: Path, timeout: float
+) -> int:
     vmlinuz = next(kernel.glob("boot/vmlinuz-*"))
     command = [
         qemu,
@@ -264,6 +281,8 @@ def boot(qemu: str, kernel: Path, initramfs: Path, results: Path, timeout: float
         "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
         "-virtfs",
         f"local,path={results},mount_tag=results,security_model=none",
+        "-drive",
+        f"file={scratch},if=virtio,format=raw,cache=unsafe",
     ]
     try:
         return subprocess.run(command, stdin=subprocess.DEVNULL, timeout=timeout).returncode
@@ -301,7 +320,15 @@ def main(argv: list[str] | None = None) -> int:
     inside = str(REPO / "tests/vm/inside.sh")
     initramfs = build_initramfs(cache, kernel, busybox, results, inside)
     print(f"== v2 lane: booting {next(kernel.glob('boot/vmlinuz-*')).name}", flush=True)
-    code = boot(qemu, kernel, initramfs, results, args.timeout)
+    try:
+        scratch = make_scratch(cache)
+    except Unavailable as err:
+        print(f"== v2 lane: FAILED: the VM cannot start: {err}", flush=True)
+        return 1
+    try:
+        code = boot(qemu, kernel, initramfs, results, scratch, args.timeout)
+    finally:
+        scratch.unlink(missing_ok=True)
     rc_file = results / "rc"
     rc = int(rc_file.read_text()) if rc_file.exists() else None
     wall = time.monotonic() - started
