@@ -1,10 +1,14 @@
 """What does oomguard cost when there is no memory pressure at all?
 
-    python benchmarks/overhead.py [--items 20000] [--rounds 3]
+    python benchmarks/overhead.py [--seconds 10] [--rounds 3] [--ms 1 0.1]
 
 Items of 1 ms (and 0.1 ms) of CPU, side by side: oomguard (monitoring and journal on,
-cgroups; default batch size 10, batch size 100, and adaptive batch size), ProcessPoolExecutor (chunked), joblib,
-pebble, and the ideal (cores x items per second of one core). Target: >= 0.97 x ideal.
+cgroups; its defaults, that is adaptive batch size from 10; a fixed batch size of 10 and of
+100), ProcessPoolExecutor (chunked), joblib, pebble, and the ideal (cores x items per
+second of one core). Each case holds ``--seconds`` of ideal wall time (so 0.1 ms items are
+ten times as many as 1 ms items, and a run's fixed start-up weighs the same in both); add
+``--items N`` to fix the count instead. Targets: >= 0.97 x ideal at 1 ms, and at 0.1 ms at
+least ProcessPoolExecutor's figure, with the defaults.
 For oomguard, "share, first batch to last" leaves out the run's fixed start-up (the fork
 server's interpreter start, the first workers) and teardown: its steady throughput. A job
 uses the fork server an earlier job of the process left idle (as joblib reuses loky's
@@ -79,7 +83,7 @@ def contenders(items: list[dict[str, float]]) -> dict[str, Timing]:
     chunk = max(1, len(items) // (CORES * 20))
     results: dict[str, Timing] = {}
 
-    def run_oomguard(batch_size: int, cold: bool = False, **options: Any) -> Timing:
+    def run_oomguard(batch_size: int | None, cold: bool = False, **options: Any) -> Timing:
         """Timed from the Job's construction to the end of its run; the temporary
         directory's making and removal, and reading the manifest, are the harness's.
         ``cold``: no idle fork server from an earlier job (the job starts its own)."""
@@ -93,20 +97,18 @@ def contenders(items: list[dict[str, float]]) -> dict[str, Timing]:
                     sink=Path(tmp) / "out.jsonl",
                     run_dir=Path(tmp) / "run",
                     workers=CORES,
-                    batch_size=batch_size,
                     log_format="quiet",
+                    **({} if batch_size is None else {"batch_size": batch_size}),
                     **options,
                 ).run()
             )
             timing.batches = batch_span(Path(tmp) / "run" / "ingest_manifest.json")
         return timing
 
-    results["oomguard (batch 10, the default)"] = run_oomguard(10)
-    results["oomguard (batch 100)"] = run_oomguard(100)
-    results["oomguard (adaptive batch size, from 10)"] = run_oomguard(10, adaptive_batch=True)
-    results["oomguard (adaptive, first job of its process)"] = run_oomguard(
-        10, cold=True, adaptive_batch=True
-    )
+    results["oomguard (defaults: adaptive batch size)"] = run_oomguard(None)
+    results["oomguard (defaults, first job of its process)"] = run_oomguard(None, cold=True)
+    results["oomguard (--batch-size 10, fixed)"] = run_oomguard(10)
+    results["oomguard (--batch-size 100, fixed)"] = run_oomguard(100)
 
     def run_ppe() -> None:
         with ProcessPoolExecutor(CORES) as pool:
@@ -168,7 +170,9 @@ def fixed_cost_s(cold: bool) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=20_000)
+    parser.add_argument("--seconds", type=float, default=10.0, help="ideal wall time per case")
+    parser.add_argument("--items", type=int, default=None, help="items per case instead")
+    parser.add_argument("--ms", type=float, nargs="+", default=[1.0, 0.1])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     print(f"# overhead without pressure, {CORES} cores, {time.strftime('%Y-%m-%d')}")
@@ -177,10 +181,11 @@ def main() -> None:
         f"an oomguard job of 2 empty items takes {fixed_cost_s(cold=True):.3f} s end to end "
         f"as its process's first, {fixed_cost_s(cold=False):.3f} s after another"
     )
-    for ms in (1.0, 0.1):
-        items = [{"i": i, "ms": ms} for i in range(args.items)]
-        ideal = args.items * ms / 1000 / CORES
-        print(f"\n### {args.items:,} items of {ms} ms CPU; ideal {ideal:.1f} s ({CORES} cores)\n")
+    for ms in args.ms:
+        count = args.items or round(args.seconds * CORES * 1000 / ms)
+        items = [{"i": i, "ms": ms} for i in range(count)]
+        ideal = count * ms / 1000 / CORES
+        print(f"\n### {count:,} items of {ms} ms CPU; ideal {ideal:.1f} s ({CORES} cores)\n")
         runs: dict[str, list[Timing]] = {}
         for _ in range(args.rounds):
             for name, timing in contenders(items).items():
@@ -196,14 +201,11 @@ def main() -> None:
             steady = f"{ideal / t.batches:.3f}" if t.batches else "n/a"
             spread = ", ".join(f"{ideal / run.wall:.3f}" for run in timings)
             print(
-                f"| {name} | {t.wall:.2f} | {args.items / t.wall:,.0f} | {ideal / t.wall:.3f} "
+                f"| {name} | {t.wall:.2f} | {count / t.wall:,.0f} | {ideal / t.wall:.3f} "
                 f"| {steady} | {t.parent_cpu:.2f} | {t.child_cpu:.2f} | {spread} |"
             )
-        work = args.items * ms / 1000
-        print(
-            f"| ideal | {ideal:.2f} | {args.items / ideal:,.0f} | 1.000 | 1.000 | 0 | {work:.2f} "
-            "| |"
-        )
+        work = count * ms / 1000
+        print(f"| ideal | {ideal:.2f} | {count / ideal:,.0f} | 1.000 | 1.000 | 0 | {work:.2f} | |")
         print(
             "\n(worker CPU counts processes reaped within the run: loky keeps its workers for "
             "reuse and oomguard its fork server (whose workers' CPU is counted when it ends), "

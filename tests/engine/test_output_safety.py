@@ -110,7 +110,8 @@ def test_a_second_run_on_the_same_output_is_refused_and_harms_nothing(tmp_path: 
         before = out.read_bytes()
         second = run_cli("resume", str(tmp_path / "b"), "--log-format", "quiet")
         one_line_error(second, "being written by another run")
-        assert out.read_bytes() == before  # not cut back to b's position (nothing)
+        # not cut back to b's position (nothing); a's own commits may still add to it
+        assert out.read_bytes().startswith(before)
         gate.open()
         assert first.wait(timeout=120) == 0, first.stderr.read() if first.stderr else ""
     finally:

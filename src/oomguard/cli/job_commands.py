@@ -55,13 +55,14 @@ def default(name: str) -> str:
     "--batch-size",
     type=click.IntRange(min=1),
     default=None,
-    help=f"Items per batch {default('batch_size')}.",
+    help=f"Items per batch: every batch this size (without it, the first batch's size "
+    f"{default('batch_size')}, then adaptive).",
 )
 @click.option(
-    "--adaptive-batch",
-    is_flag=True,
+    "--adaptive-batch/--no-adaptive-batch",
     default=None,
-    help="Let batch size follow memory and time, within --min/--max-batch-size.",
+    help="Let batch size follow memory and time, within --min/--max-batch-size "
+    "[default: on, unless --batch-size is given].",
 )
 @click.option(
     "--min-batch-size", type=click.IntRange(min=1), default=None, help=default("min_batch_size")

@@ -39,10 +39,10 @@ class JobConfig:
     batched: bool = False
     memory: int | None = None  # bytes for the whole job; None: 90% of the effective budget
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    batch_size: int = (
-        10  # items per batch (the PDF ingestion's flush size); with adaptive_batch, the first size
-    )
-    adaptive_batch: bool = False  # let batch size follow memory and time (engine/batch_size.py)
+    batch_size: int = 10  # items per batch; with adaptive_batch, the first batch's size
+    # batch size follows memory and time (engine/batch_size.py); a batch_size given
+    # without it means that size, fixed (fixed_when_named)
+    adaptive_batch: bool = True
     min_batch_size: int = 1  # adaptive bounds
     max_batch_size: int = 1000
     batch_seconds: float = 0.5  # adaptive: the batch duration aimed at
@@ -258,7 +258,18 @@ def normalise(values: dict[str, Any], budget: Any = None) -> dict[str, Any]:
     for key in SIZE_KEYS:
         if isinstance(out.get(key), str):
             out[key] = parse_size(out[key], budget=budget, what=key)
-    return out
+    return fixed_when_named(out)
+
+
+def fixed_when_named(options: dict[str, Any]) -> dict[str, Any]:
+    """The one home of the batching default: batch size adapts to memory and time unless
+    the user names one (``batch_size`` given, ``adaptive_batch`` not), which then keeps
+    its exact meaning: every batch that size."""
+    if options.get("batch_size") is not None and options.get("adaptive_batch") is None:
+        options["adaptive_batch"] = False
+    if options.get("adaptive_batch") is None:
+        options.pop("adaptive_batch", None)
+    return options
 
 
 def load_toml(path: Path) -> dict[str, Any]:

@@ -16,7 +16,8 @@ END = object()  # the "source exhausted" mark, after the last item
 class SourceReader:
     """Pulls items from the source in a thread into a bounded queue (the only buffer).
 
-    Items travel in chunks of ``CHUNK`` (one queue round trip per chunk, not per item).
+    Items travel in chunks of ``CHUNK`` (one queue round trip per chunk, not per item); a
+    source that reads in blocks (``chunks()``, a JSONL file's) hands over each block whole.
     The chunk being filled is shared under a plain lock: when the queue is empty the
     supervisor takes it as it is, so a slow source never holds an item back.
     """
@@ -71,14 +72,28 @@ class SourceReader:
         self._wake()
         return True
 
+    def _add_chunk(self, items: list[Any]) -> bool:
+        """A source's whole chunk: one queue round trip (what is being filled goes first)."""
+        with self._lock:
+            if self._filling:
+                items, self._filling = self._filling + items, []
+        return self._put(items)
+
     def _run(self) -> None:
         wanted = self._wanted
+        chunks = getattr(self._source, "chunks", None)
         try:
-            for item in self._source:
-                if wanted is not None and not wanted(item.index):
-                    continue  # done in an earlier session (resume), or not asked for
-                if not self._add(item):
-                    return
+            if chunks is not None:
+                for block in chunks():
+                    chunk = block if wanted is None else [i for i in block if wanted(i.index)]
+                    if chunk and not self._add_chunk(chunk):
+                        return
+            else:
+                for item in self._source:
+                    if wanted is not None and not wanted(item.index):
+                        continue  # done in an earlier session (resume), or not asked for
+                    if not self._add(item):
+                        return
         except BaseException as err:  # reported to the supervisor, which stops the run
             self.error = err
         self._add(END)

@@ -123,7 +123,8 @@ class RunSummary:
             "enforcement": self.limiter.kind,
             "enforcement_reason": self.limiter.reason,
             "workers": self.config.workers,
-            "batch_size": self.config.batch_size,
+            "batch_size": self.config.batch_size,  # fixed, or the first (adaptive_batch)
+            "adaptive_batch": self.config.adaptive_batch,
             "dmesg_excerpt": dmesg,
             "batch_seconds": quantile_dict(self.ledger.metrics, BATCH_SECONDS, 1.0),
             "item_cost_mb": quantile_dict(self.ledger.metrics, ITEM_COST, 1 / 2**20),
