@@ -156,9 +156,9 @@ class Job:
             return int(budget * DEFAULT_MEMORY_FRACTION)
         memory = parse_size(self.memory_spec, budget=budget, what="memory")
         if memory < MIN_MEMORY:
-            raise ConfigError(
-                f"invalid memory {format_size(memory)}: below the {format_size(MIN_MEMORY)} a "
-                "job needs at the least (one worker's interpreter takes tens of MiB)"
+            raise ConfigError(  # above it, what an idle worker holds is measured (pool.py)
+                f"the cap of {format_size(memory)} is below the {format_size(MIN_MEMORY)} a "
+                "job needs at the least (an idle worker's interpreter takes tens of MiB)"
             )
         if memory > budget:
             raise ConfigError(
