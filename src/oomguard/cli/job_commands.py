@@ -206,26 +206,44 @@ def _print_result(result: Any) -> None:
     is_flag=True,
     help="Resume even though the input changed, or the output is not the file the run wrote.",
 )
+@click.option(
+    "--memory",
+    "-m",
+    type=SIZE,
+    default=None,
+    help="A new cap for the job, kept for later resumes [default: the run's last].",
+)
+@click.option(
+    "--workers",
+    "-w",
+    type=click.IntRange(min=1),
+    default=None,
+    help="A new number of workers, kept for later resumes [default: the run's last].",
+)
 @click.option("--log-format", type=click.Choice(LOG_FORMATS), default=None)
-def resume(run_dir: str, force: bool, log_format: str | None) -> None:
-    """Carry on a run where it stopped: nothing committed is redone, nothing is lost."""
+def resume(run_dir: str, force: bool, **options: Any) -> None:
+    """Carry on a run where it stopped: nothing committed is redone, nothing is lost.
+
+    With --memory (after a cap too small, or items quarantined as oom_killed) the rest of
+    the run goes on under the new cap; the journal records each session's settings."""
     from oomguard.engine.job import Job
 
-    overrides = {"log_format": log_format} if log_format else {}
+    overrides = {k: v for k, v in options.items() if v is not None}
     _finish(lambda: Job.resume(run_dir, force=force, **overrides))
 
 
 @cli.command(name="retry-quarantined")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--memory", "-m", type=SIZE, default=None, help="A new cap for the retry.")
+@click.option(
+    "--workers", "-w", type=click.IntRange(min=1), default=None, help="Workers for the retry."
+)
 @click.option("--log-format", type=click.Choice(LOG_FORMATS), default=None)
-def retry_quarantined(run_dir: str, memory: int | None, log_format: str | None) -> None:
-    """Run the quarantined items of a run again, on purpose."""
+def retry_quarantined(run_dir: str, **options: Any) -> None:
+    """Run the quarantined items of a run again, on purpose (with a bigger --memory, say)."""
     from oomguard.engine.job import Job
 
-    overrides: dict[str, Any] = {"log_format": log_format} if log_format else {}
-    if memory is not None:
-        overrides["memory"] = memory
+    overrides = {k: v for k, v in options.items() if v is not None}
     _finish(lambda: Job.retry_quarantined(run_dir, **overrides))
 
 
