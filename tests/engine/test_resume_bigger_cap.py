@@ -12,8 +12,8 @@ import pytest
 from oomguard import Job
 from oomguard.journal.store import Journal
 from tests.conftest import require_cgroups
-from tests.helpers.cli import cli_env, run_cli
 from tests.engine.conftest import read_output, write_jsonl
+from tests.helpers.cli import cli_env, run_cli
 
 WORK = "tests.engine.workloads:work"
 
