@@ -31,6 +31,18 @@ def default(name: str) -> str:
     help="Results: .jsonl or .parquet [default: RUN_DIR/results.jsonl].",
 )
 @click.option(
+    "--glob",
+    default=None,
+    help="A directory input's files, by pattern: '*.pdf'; '**/*.pdf' recurses into "
+    "subdirectories [default: '*', every file directly in the directory].",
+)
+@click.option(
+    "--label-field",
+    default=None,
+    help="The item field that names each item (shown beside its index in progress, "
+    "quarantine.jsonl, status and the report) [default: a directory input's file path].",
+)
+@click.option(
     "--config",
     "config_file",
     type=click.Path(dir_okay=False),
@@ -190,13 +202,12 @@ def _print_result(result: Any) -> None:
         f"artifacts in {result.run_dir}",
         err=True,
     )
-    from oomguard.engine.quarantine import quarantine_reason
+    from oomguard.engine.quarantine import item_name, quarantine_reason
 
     for entry in result.quarantined[:10]:
         why = quarantine_reason(entry)
-        click.echo(
-            f"  quarantined item {entry['input_index']}: {entry['status']} {why}".rstrip(), err=True
-        )
+        name = item_name(entry["input_index"], entry.get("label"))
+        click.echo(f"  quarantined {name}: {entry['status']} {why}".rstrip(), err=True)
 
 
 @cli.command()

@@ -135,7 +135,9 @@ class Job:
         :class:`~oomguard.errors.DiskFullError` (engine/stopping.py).
         """
         memory = self.resolve_memory()
-        source = open_source(self.source_spec)
+        source = open_source(
+            self.source_spec, glob=self.config.glob, label_field=self.config.label_field
+        )
         if self.config.metrics_port is not None:
             check_endpoint(self.config.metrics_addr, self.config.metrics_port)
         caller_oom_score_adj = read_oom_score_adj()
