@@ -292,11 +292,19 @@ def status(run_dir: str, as_json: bool) -> None:
     help="Items to calibrate on.",
 )
 @click.option("--batched", is_flag=True, help="The function takes a list and returns a list.")
+@click.option("--glob", default=None, help="A directory input's files, as for 'run'.")
 @click.option("--json", "as_json", is_flag=True)
 def plan(
-    function: str, input_: str, memory: int | None, sample: int, batched: bool, as_json: bool
+    function: str,
+    input_: str,
+    memory: int | None,
+    sample: int,
+    batched: bool,
+    glob: str | None,
+    as_json: bool,
 ) -> None:
-    """Calibrate on a sample and print predicted peak memory vs workers and batch size."""
+    """Calibrate on a sample and print predicted peak memory vs workers (and batch size,
+    for a batched function), with the batch size the measured item time calls for."""
     import os
 
     from oomguard.engine.plan import calibrate
@@ -304,7 +312,7 @@ def plan(
 
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    result = calibrate(function, input_, memory=memory, sample=sample, batched=batched)
+    result = calibrate(function, input_, memory=memory, sample=sample, batched=batched, glob=glob)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
