@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from oomguard import ConfigError, Job
+from oomguard.engine.fork_server import close_idle
 from tests.conftest import require_cgroups
 from tests.helpers.cli import cli_env, run_cli
 
@@ -53,6 +54,28 @@ def test_a_cap_below_an_idle_worker_is_refused_with_the_measured_figure(
         _job(tmp_path, "second").run()
     again = json.loads((tmp_path / "second" / "summary.json").read_text())
     assert again["worker_starts"] == 0  # refused from the figure measured for the first
+
+
+@pytest.mark.cgroups
+@pytest.mark.timeout(120)
+def test_a_job_that_ran_measures_its_idle_worker_for_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job whose workers load under its cap reads what the first holds as it says ready;
+    a next job of the process on the same fork server with a cap below that is refused
+    before any worker starts."""
+    require_cgroups()
+    close_idle()  # a fork server of its own: nothing measured by an earlier test
+    monkeypatch.setenv("OOMGUARD_TEST_IMPORT_MB", "64")
+    fits = Job(
+        "tests.engine.oversized_import:work", source=[1, 2], sink=tmp_path / "fits.jsonl",
+        run_dir=tmp_path / "fits", memory="256m", workers=1, log_format="quiet",
+    ).run()  # fmt: skip
+    assert fits.counts == {"success": 2}
+    with pytest.raises(ConfigError, match=REFUSAL):
+        _job(tmp_path, "next").run()
+    summary = json.loads((tmp_path / "next" / "summary.json").read_text())
+    assert summary["worker_starts"] == 0
 
 
 @pytest.mark.cgroups
