@@ -39,6 +39,7 @@ def test_a_cap_below_an_idle_worker_is_refused_with_the_measured_figure(
     measurement is kept for the fork server: the next job is refused before any worker
     starts."""
     require_cgroups()
+    close_idle()  # a fork server of its own: nothing measured by an earlier test
     monkeypatch.setenv("OOMGUARD_TEST_IMPORT_MB", "64")
     with pytest.raises(ConfigError) as refused:
         _job(tmp_path, "first").run()
