@@ -72,7 +72,7 @@ def test_workers_oom_killed_while_they_load_stop_the_run_in_one_line(
         workers=1,
         log_format="quiet",
     )
-    with pytest.raises(ConfigError, match="OOM-killed while they load"):
+    with pytest.raises(ConfigError, match="below an idle worker"):
         job.run()
 
 
@@ -97,7 +97,7 @@ def test_replacements_that_die_while_loading_stop_the_run(
         batch_size=1,
         log_format="quiet",
     )
-    with pytest.raises(ConfigError, match="OOM-killed while they load"):
+    with pytest.raises(ConfigError, match="below an idle worker"):
         job.run()
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     failed = [e for e in summary["events"] if e["event"] == "worker_failed_to_start"]

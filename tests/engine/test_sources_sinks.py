@@ -17,7 +17,7 @@ from oomguard.engine import Job
 from oomguard.engine.sinks import ParquetSink, Results
 from oomguard.engine.sources import open_source
 from oomguard.engine.worker import encode_line
-from oomguard.errors import ConfigError
+from oomguard.errors import ConfigError, OomguardWarning
 from tests.engine.conftest import WORK, manifest, read_output, write_jsonl
 
 
@@ -71,7 +71,8 @@ def test_directory_source_gives_path_and_size(tmp_path: Path) -> None:
     (tmp_path / "b.pdf").write_bytes(b"x" * 10)
     (tmp_path / "a.pdf").write_bytes(b"y" * 3)
     (tmp_path / "sub").mkdir()
-    items = list(open_source(tmp_path))
+    with pytest.warns(OomguardWarning, match="subdirectories"):  # not read: said so
+        items = list(open_source(tmp_path))
     assert [(Path(i.value["path"]).name, i.size) for i in items] == [("a.pdf", 3), ("b.pdf", 10)]
 
 

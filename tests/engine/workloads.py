@@ -248,3 +248,8 @@ def bystander(item: dict[str, Any]) -> Any:
         blocks.append(block)
         time.sleep(item["step_seconds"])  # a slow grower, as real leaks are
     return {"role": "grower"}
+
+
+def path_of(item: dict[str, Any]) -> str:
+    """A directory source's item: the file's path."""
+    return str(item["path"])

@@ -31,6 +31,18 @@ def default(name: str) -> str:
     help="Results: .jsonl or .parquet [default: RUN_DIR/results.jsonl].",
 )
 @click.option(
+    "--glob",
+    default=None,
+    help="A directory input's files, by pattern: '*.pdf'; '**/*.pdf' recurses into "
+    "subdirectories [default: '*', every file directly in the directory].",
+)
+@click.option(
+    "--label-field",
+    default=None,
+    help="The item field that names each item (shown beside its index in progress, "
+    "quarantine.jsonl, status and the report) [default: a directory input's file path].",
+)
+@click.option(
     "--config",
     "config_file",
     type=click.Path(dir_okay=False),
@@ -191,13 +203,12 @@ def _print_result(result: Any) -> None:
         f"artifacts in {result.run_dir}",
         err=True,
     )
-    from oomguard.engine.quarantine import quarantine_reason
+    from oomguard.engine.quarantine import item_name, quarantine_reason
 
     for entry in result.quarantined[:10]:
         why = quarantine_reason(entry)
-        click.echo(
-            f"  quarantined item {entry['input_index']}: {entry['status']} {why}".rstrip(), err=True
-        )
+        name = item_name(entry["input_index"], entry.get("label"))
+        click.echo(f"  quarantined {name}: {entry['status']} {why}".rstrip(), err=True)
 
 
 @cli.command()
@@ -207,26 +218,44 @@ def _print_result(result: Any) -> None:
     is_flag=True,
     help="Resume even though the input changed, or the output is not the file the run wrote.",
 )
+@click.option(
+    "--memory",
+    "-m",
+    type=SIZE,
+    default=None,
+    help="A new cap for the job, kept for later resumes [default: the run's last].",
+)
+@click.option(
+    "--workers",
+    "-w",
+    type=click.IntRange(min=1),
+    default=None,
+    help="A new number of workers, kept for later resumes [default: the run's last].",
+)
 @click.option("--log-format", type=click.Choice(LOG_FORMATS), default=None)
-def resume(run_dir: str, force: bool, log_format: str | None) -> None:
-    """Carry on a run where it stopped: nothing committed is redone, nothing is lost."""
+def resume(run_dir: str, force: bool, **options: Any) -> None:
+    """Carry on a run where it stopped: nothing committed is redone, nothing is lost.
+
+    With --memory (after a cap too small, or items quarantined as oom_killed) the rest of
+    the run goes on under the new cap; the journal records each session's settings."""
     from oomguard.engine.job import Job
 
-    overrides = {"log_format": log_format} if log_format else {}
+    overrides = {k: v for k, v in options.items() if v is not None}
     _finish(lambda: Job.resume(run_dir, force=force, **overrides))
 
 
 @cli.command(name="retry-quarantined")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--memory", "-m", type=SIZE, default=None, help="A new cap for the retry.")
+@click.option(
+    "--workers", "-w", type=click.IntRange(min=1), default=None, help="Workers for the retry."
+)
 @click.option("--log-format", type=click.Choice(LOG_FORMATS), default=None)
-def retry_quarantined(run_dir: str, memory: int | None, log_format: str | None) -> None:
-    """Run the quarantined items of a run again, on purpose."""
+def retry_quarantined(run_dir: str, **options: Any) -> None:
+    """Run the quarantined items of a run again, on purpose (with a bigger --memory, say)."""
     from oomguard.engine.job import Job
 
-    overrides: dict[str, Any] = {"log_format": log_format} if log_format else {}
-    if memory is not None:
-        overrides["memory"] = memory
+    overrides = {k: v for k, v in options.items() if v is not None}
     _finish(lambda: Job.retry_quarantined(run_dir, **overrides))
 
 
@@ -264,11 +293,19 @@ def status(run_dir: str, as_json: bool) -> None:
     help="Items to calibrate on.",
 )
 @click.option("--batched", is_flag=True, help="The function takes a list and returns a list.")
+@click.option("--glob", default=None, help="A directory input's files, as for 'run'.")
 @click.option("--json", "as_json", is_flag=True)
 def plan(
-    function: str, input_: str, memory: int | None, sample: int, batched: bool, as_json: bool
+    function: str,
+    input_: str,
+    memory: int | None,
+    sample: int,
+    batched: bool,
+    glob: str | None,
+    as_json: bool,
 ) -> None:
-    """Calibrate on a sample and print predicted peak memory vs workers and batch size."""
+    """Calibrate on a sample and print predicted peak memory vs workers (and batch size,
+    for a batched function), with the batch size the measured item time calls for."""
     import os
 
     from oomguard.engine.plan import calibrate
@@ -276,7 +313,7 @@ def plan(
 
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    result = calibrate(function, input_, memory=memory, sample=sample, batched=batched)
+    result = calibrate(function, input_, memory=memory, sample=sample, batched=batched, glob=glob)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:

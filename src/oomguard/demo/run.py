@@ -145,17 +145,16 @@ def render(demo: DemoResult) -> None:
         f"survived, {summary['duration_sec']} s."
     )
     table = Table(title="Quarantined documents", show_lines=False)
-    table.add_column("document")
+    table.add_column("input: document")
     table.add_column("status")
     table.add_column("why", overflow="fold")
-    by_index = {i: p for i, p in enumerate(sorted(p.name for p in demo.corpus.directory.iterdir()))}
     for entry in result.quarantined:
         evidence = entry["evidence"]
         if entry["status"] == "oom_killed":
             why = f"killed at {evidence.get('peak_mb')} MiB of the {evidence.get('job_cap_mb')} MiB cap"
         else:
             why = f"{evidence.get('type', '')}: {evidence.get('message', '')}"
-        name = by_index.get(entry["input_index"], str(entry["input_index"]))
+        name = f"{entry['input_index']}: {entry.get('label', '')}"
         table.add_row(escape(name), entry["status"], escape(why))
     console.print(table)
     console.print(f'Query [bold]"{QUERY}"[/] answered from the knowledge base:')

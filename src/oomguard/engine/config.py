@@ -90,6 +90,11 @@ class JobConfig:
     # working directory [default: the working directory of the run's first session, kept
     # in the journal so a resume from anywhere imports the same code]
     import_path: str | None = None
+    # a directory input's files: "*" (those directly in it) unless told, "**/*.pdf" recurses
+    glob: str | None = None
+    # the field of each item (a JSONL object, a CSV or Parquet row) that names it for a
+    # person: shown beside input_index in progress, quarantine.jsonl, status and the report
+    label_field: str | None = None
 
     def validate(self) -> None:
         """Refuse, in one line, any value of the wrong type or out of its range."""

@@ -19,6 +19,7 @@ class Item:
     value: Any
     size: int  # bytes: the serialized size, or the file size for a directory source
     error: str | None = None  # set when the input itself could not be read (bad line)
+    label: str | None = None  # its name for a person: a file's path, a label field's value
 
 
 _batch_ids = itertools.count(1)

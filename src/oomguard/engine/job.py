@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,6 +24,7 @@ from oomguard.engine.config import (
     normalise,
 )
 from oomguard.engine.fork_server import ForkServer, boot, release
+from oomguard.engine.function_spec import function_spec
 from oomguard.engine.handles import worker_env
 from oomguard.engine.output import OutputClaim, claim_output
 from oomguard.engine.progress import make_progress
@@ -37,7 +37,7 @@ from oomguard.errors import ConfigError, Terminated
 from oomguard.journal.fingerprint import describe_change, fingerprint, path_of
 from oomguard.journal.lock import RunLock
 from oomguard.journal.ranges import RangeSet
-from oomguard.journal.store import JOURNAL_NAME, Journal
+from oomguard.journal.store import JOURNAL_NAME, Checkpoint, Journal
 from oomguard.limits.cgroup import CgroupLimiter, sweep_stale_groups
 from oomguard.limits.process import protect_supervisor, read_oom_score_adj, set_oom_score_adj
 from oomguard.limits.select_limiter import open_limiter
@@ -70,49 +70,6 @@ class RunResult:
     def exit_code(self) -> int:
         """0: every item done; 3: finished with quarantined items."""
         return EXIT_QUARANTINED if self.quarantined else EXIT_OK
-
-
-def function_spec(function: str | Callable[..., Any], import_path: str | None = None) -> str:
-    """``module:qualname`` for a worker to import; refuses what a worker could not import
-    (from ``import_path``, which workers put first on their ``sys.path``)."""
-    if isinstance(function, str):
-        module, sep, name = function.partition(":")
-        if not sep or not module or not name:
-            raise ConfigError(f"invalid function {function!r}: expected 'package.module:function'")
-        import importlib.util
-
-        added = import_path is not None and import_path not in sys.path
-        if added:
-            sys.path.insert(0, str(import_path))
-        try:
-            found = importlib.util.find_spec(module)
-        except (ImportError, ValueError) as err:
-            raise ConfigError(f"function {function!r}: cannot import {module!r}: {err}") from err
-        finally:
-            if added:
-                sys.path.remove(str(import_path))
-        if found is None:
-            raise ConfigError(f"function {function!r}: no module named {module!r}")
-        return function
-    if not callable(function):
-        raise ConfigError(
-            f"invalid function {function!r}: expected a callable or 'module:function'"
-        )
-    module_name = getattr(function, "__module__", None)
-    qualname = getattr(function, "__qualname__", "")
-    if not module_name or "<" in qualname:
-        raise ConfigError(
-            f"function {qualname or function!r} cannot be imported by a worker (a lambda or a "
-            "function defined inside another): define it at the top level of a module"
-        )
-    if module_name == "__main__":
-        main_file = getattr(sys.modules["__main__"], "__file__", None)
-        if not main_file:
-            raise ConfigError(
-                f"function {qualname!r} lives in an interactive session; put it in a module"
-            )
-        return f"file:{Path(main_file).resolve()}:{qualname}"
-    return f"{module_name}:{qualname}"
 
 
 class Job:
@@ -156,9 +113,9 @@ class Job:
             return int(budget * DEFAULT_MEMORY_FRACTION)
         memory = parse_size(self.memory_spec, budget=budget, what="memory")
         if memory < MIN_MEMORY:
-            raise ConfigError(
-                f"invalid memory {format_size(memory)}: below the {format_size(MIN_MEMORY)} a "
-                "job needs at the least (one worker's interpreter takes tens of MiB)"
+            raise ConfigError(  # above it, what an idle worker holds is measured (pool.py)
+                f"the cap of {format_size(memory)} is below the {format_size(MIN_MEMORY)} a "
+                "job needs at the least (an idle worker's interpreter takes tens of MiB)"
             )
         if memory > budget:
             raise ConfigError(
@@ -178,7 +135,9 @@ class Job:
         :class:`~oomguard.errors.DiskFullError` (engine/stopping.py).
         """
         memory = self.resolve_memory()
-        source = open_source(self.source_spec)
+        source = open_source(
+            self.source_spec, glob=self.config.glob, label_field=self.config.label_field
+        )
         if self.config.metrics_port is not None:
             check_endpoint(self.config.metrics_addr, self.config.metrics_port)
         caller_oom_score_adj = read_oom_score_adj()
@@ -248,6 +207,7 @@ class Job:
             sink.recover(journal.tokens())
             rewrite_quarantine_file(journal, self.run_dir)
             config = self.fitted(source, done, only)
+            record_session(journal, self, memory, config, new_run)
             limiter = open_limiter(config.limiter)  # type: ignore[arg-type]
             if isinstance(limiter, CgroupLimiter):
                 sweep_stale_groups(limiter.base)
@@ -407,6 +367,26 @@ class Job:
         for index in indices:
             only.add(index)
         return job.run(only=only)
+
+
+def record_session(
+    journal: Journal, job: Job, memory: int, config: JobConfig, new_run: bool
+) -> None:
+    """This session's settings, an event in the journal (and the manifest); a resume with
+    another cap or number of workers (``resume --memory``) keeps them for the next one."""
+    if not new_run:
+        recorded = dict(journal.get_meta("config") or {})
+        recorded["workers"] = job.config.workers
+        journal.set_metas({"memory": job.memory_spec, "config": recorded})
+    event = {
+        "time": time.time(),
+        "event": "session",
+        "resumed": not new_run,
+        "memory_mb": round(memory / 2**20, 1),
+        "memory": job.memory_spec,
+        "workers": config.workers,
+    }
+    journal.checkpoint(Checkpoint([], None, [], [], [event]))
 
 
 def rewrite_quarantine_file(journal: Journal, run_dir: Path) -> None:

@@ -19,11 +19,11 @@ from oomguard.classify import Status
 from oomguard.engine.artifacts import open_private
 from oomguard.engine.handles import Attempt
 from oomguard.engine.items import Item
-from oomguard.engine.quarantine import quarantine_line
+from oomguard.engine.quarantine import item_name, quarantine_line
 from oomguard.engine.run_record import attempt_entry
 from oomguard.engine.sinks import OrderedWriter, Results, Sink
 from oomguard.journal.ranges import RangeSet
-from oomguard.journal.store import Checkpoint, Journal
+from oomguard.journal.store import Checkpoint, Journal, Quarantined
 from oomguard.metrics.exporter import BATCH_SECONDS
 from oomguard.metrics.registry import Registry
 
@@ -69,7 +69,8 @@ class Ledger:
         self.metrics = Registry("4MiB", windows=12, window_seconds=60.0)
         self.events: list[dict[str, Any]] = []  # the most recent, for summary.json
         self.last_checkpoint = time.monotonic()
-        self._quarantined: list[tuple[int, str, dict[str, Any]]] = []
+        self._quarantined: list[Quarantined] = []
+        self.last_failed: str | None = None  # the last item quarantined, for the progress line
         self._attempts: list[dict[str, Any]] = []
         self._events: list[dict[str, Any]] = []
         self._quarantine_file = open_private(run_dir / "quarantine.jsonl", "a")
@@ -92,7 +93,8 @@ class Ledger:
         self.counters.succeeded += sum(map(len, results))
 
     def quarantine(self, item: Item, status: Status, evidence: dict[str, Any]) -> None:
-        self._quarantined.append((item.index, str(status), evidence))
+        self._quarantined.append((item.index, str(status), evidence, item.label))
+        self.last_failed = f"{item_name(item.index, item.label)} {status}"
         self.counters.quarantined[str(status)] += 1
         if isinstance(self.writer, OrderedWriter):
             self.writer.skip(item.index)
@@ -110,6 +112,7 @@ class Ledger:
         bystander: bool = False,
         peak: int | None = None,
         cost: int | None = None,
+        running: int | None = None,
     ) -> None:
         """The manifest's entry for an attempt that ended now, and its metrics (``cost``:
         what a successful batch needed, :meth:`Attempt.cost`)."""
@@ -126,6 +129,7 @@ class Ledger:
                 evidence=evidence,
                 stats=stats,
                 bystander=bystander,
+                running=running,
             )
         )
         self.metrics.record(BATCH_SECONDS, end - attempt.started_wall)
@@ -155,8 +159,10 @@ class Ledger:
         self._quarantined, self._attempts, self._events = [], [], []
         if prepared:
             self.sink.commit(prepared)
-        for index, status, evidence in quarantined:
+        for index, status, evidence, *label in quarantined:
             entry = {"input_index": index, "status": status, "evidence": evidence}
+            if label and label[0] is not None:
+                entry = {"input_index": index, "label": label[0], **entry}
             self._quarantine_file.write(quarantine_line(entry))
         self._quarantine_file.flush()
 

@@ -268,6 +268,7 @@ class Outcomes:
             evidence=evidence,
             bystander=verdict.bystander,
             peak=peak,
+            running=handle.running_item(),
         )
         self.ledger.commit(attempt.results)
         if status is Status.OOM_KILLED:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from multiprocessing.connection import wait
 from typing import Any
 
-from oomguard.engine import protocol
+from oomguard.engine import idle_worker, protocol
 from oomguard.engine.config import JobConfig
 from oomguard.engine.fork_server import ForkServer
 from oomguard.engine.handles import (
@@ -87,6 +87,9 @@ class WorkerPool:
                 self.fork_server.wait_ready()
             except (OSError, ForkServerGone) as err:
                 self.fork_server_lost(err)
+        cap = self.worker_cap()
+        if cap is not None:  # an idle worker measured before, by an earlier job: no start
+            idle_worker.check_cap(cap, self.fork_server, self.spec)
         for slot in range(self.config.workers):
             self.start_slot(slot)
         starting = list(self.workers.values())
@@ -99,22 +102,46 @@ class WorkerPool:
                     pass  # nothing was sent yet: only "ready" or "fatal" can come
                 if handle.state is WorkerState.STARTING and handle.proc.poll() is not None:
                     starting.remove(handle)  # dead before it loaded: its pidfd tells the loop
+                    oom, _ = self.oom_seen(handle)
+                    self.ledger.event(
+                        "worker_failed_to_start",
+                        status="oom_killed" if oom else "worker_crash",
+                        worker_pid=handle.pid,
+                        returncode=handle.proc.returncode,
+                    )
                     if not starting:
                         raise self.start_failed(handle)
 
+    def worker_cap(self) -> int | None:
+        """The most one worker may hold: the job's cap, or its own where it is lower."""
+        caps = [c for c in (self.job and self.job.limit, self.config.worker_memory) if c]
+        return min(caps) if caps else None
+
     def start_failed(self, handle: WorkerHandle) -> OomguardError:
-        """The error for workers that die before they can load the function: a cap too
-        small for an idle worker (a configuration error: exit 2) or a crash while loading."""
+        """The error for workers that die before they can load the function: a cap below
+        what an idle worker holds (measured by a probe worker: a configuration error, exit
+        2) or a crash while loading."""
         oom, _ = self.oom_seen(handle)
         function = self.spec["function"]
-        if oom:
-            cap = format_size(self.job.limit) if self.job and self.job.limit else "the cap"
-            return ConfigError(
-                f"workers are OOM-killed while they load {function!r}: the cap of {cap} is "
-                "too small for an idle worker; give --memory more"
+        cap = self.worker_cap()
+        if not oom or cap is None:
+            return OomguardError(
+                f"workers die while they load {function!r} (exit code {handle.proc.returncode})"
             )
-        return OomguardError(
-            f"workers die while they load {function!r} (exit code {handle.proc.returncode})"
+        measured = idle_worker.measure(
+            self.limiter,
+            self.fork_server,
+            self.spec,
+            worker_env(self.config),
+            idle_worker.probe_ceiling(cap),
+        )
+        if measured is not None and measured[0] >= cap:
+            return idle_worker.too_small(cap, measured[0], at_least=measured[1])
+        each = f" (~{format_size(measured[0])} each)" if measured is not None else ""
+        return ConfigError(
+            f"workers are OOM-killed while they load {function!r}: the cap of "
+            f"{format_size(cap)} is too small for {self.config.workers} idle workers{each}; "
+            "give --memory more or --workers fewer"
         )
 
     def note_start_failure(self, handle: WorkerHandle) -> None:
@@ -197,6 +224,9 @@ class WorkerPool:
                 elif kind == protocol.READY:
                     handle.state = WorkerState.READY
                     self._start_failures = 0
+                    if idle_worker.known(self.fork_server, self.spec) is None:
+                        held = handle.working_set()  # kept for the next job's check
+                        idle_worker.remember(self.fork_server, self.spec, held)
                 elif kind == protocol.FATAL:
                     raise ConfigError(message[1])
         except (EOFError, OSError):

@@ -28,6 +28,7 @@ class Snapshot:
     memory_cap: int
     elapsed: float
     paused: str | None = None  # why intake is paused, once the pause is long enough to tell
+    last_failed: str | None = None  # the last item quarantined: "item 12 (a.pdf) oom_killed"
 
     @property
     def rate(self) -> float:
@@ -75,6 +76,7 @@ class LineProgress:
             f"working set {format_size(snapshot.memory_used)} of {format_size(snapshot.memory_cap)}, "
             f"in flight {snapshot.in_flight}, OOM kills {snapshot.oom_kills}, "
             f"quarantined {snapshot.quarantined}"
+            + (f" (last: {snapshot.last_failed})" if snapshot.last_failed else "")
             + (f"; paused: {snapshot.paused}" if snapshot.paused else ""),
             file=sys.stderr,
             flush=True,
@@ -131,14 +133,17 @@ class RichProgress:
             f"mem {format_size(snapshot.memory_used)}/{format_size(snapshot.memory_cap)} "
             f"in flight {snapshot.in_flight} OOM {snapshot.oom_kills} "
             f"quarantined {snapshot.quarantined}"
+            + (f" (last: {snapshot.last_failed})" if snapshot.last_failed else "")
             + (f" paused: {snapshot.paused}" if snapshot.paused else "")
         )
+        from rich.markup import escape
+
         self._bar.update(
             self._task,
             completed=snapshot.done,
             total=snapshot.total,
             rate=f"{snapshot.rate:.1f}",
-            detail=detail,
+            detail=escape(detail),  # a label may hold "[...]"
         )
 
     def close(self, snapshot: Snapshot, *, finished: bool = True) -> None:

@@ -7,8 +7,8 @@ from typing import Any
 
 
 def quarantine_line(entry: dict[str, Any]) -> str:
-    """One line of quarantine.jsonl: ``{"input_index", "status", "evidence"}`` (and any
-    other keys the entry has), newline included."""
+    """One line of quarantine.jsonl: ``{"input_index", "label", "status", "evidence"}``
+    (``label`` where the item has one), newline included."""
     return json.dumps(entry, default=str) + "\n"
 
 
@@ -24,3 +24,13 @@ def quarantine_reason(entry: dict[str, Any], *, limit: int = 120) -> str:
     if why:
         return str(why)
     return json.dumps(evidence, default=str)[:limit]
+
+
+def item_name(index: int, label: str | None, *, limit: int = 60) -> str:
+    """An item as a person reads it: ``item 12 (scans/big.pdf)``, or ``item 12`` unnamed
+    (a long label keeps its end, where a path's file name is)."""
+    if label is None:
+        return f"item {index}"
+    if len(label) > limit:
+        label = "…" + label[-(limit - 1) :]
+    return f"item {index} ({label})"

@@ -29,9 +29,12 @@ def attempt_entry(
     evidence: dict[str, Any] | None = None,
     stats: dict[str, Any] | None = None,
     bystander: bool = False,
+    running: int | None = None,
 ) -> dict[str, Any]:
     """The manifest's entry for ``attempt`` (run by worker ``pid``) that ended at ``end``;
-    ``held``: it ran in the side lane, held at a ceiling beside a runaway."""
+    ``held``: it ran in the side lane, held at a ceiling beside a runaway; ``running``:
+    the item its worker was running when it died. Items are named by ``label`` (a single
+    item's batch, each failed item, the running one) where they have one."""
     batch = attempt.batch
     start_wall = attempt.started_wall
     detail = error or evidence or {}
@@ -54,16 +57,27 @@ def attempt_entry(
     if status is not Status.SUCCESS:
         entry["error_class"] = str(status)
         entry["error_message"] = detail.get("message") or detail.get("type") or death_text(detail)
+    labels = {item.index: item.label for item in batch.items if item.label is not None}
+    if len(batch.items) == 1 and labels:
+        entry["label"] = labels[batch.items[0].index]
     if attempt.item_failures:
         entry["items_failed"] = [
-            {"input_index": failure.input_index, "status": failure.status}
+            _named({"input_index": failure.input_index, "status": failure.status}, labels)
             for failure in attempt.item_failures
         ]
+    if running is not None:
+        entry["running_item"] = _named({"input_index": running}, labels)
     if bystander:
         entry["bystander"] = True
     if stats:
         entry["worker_rss_mb"] = mib(stats.get(RSS_AFTER, 0))
     return entry
+
+
+def _named(record: dict[str, Any], labels: dict[int, str]) -> dict[str, Any]:
+    """``record`` with the label of its item, where it has one."""
+    label = labels.get(record["input_index"])
+    return record if label is None else {**record, "label": label}
 
 
 def quantile_dict(registry: Registry, label: str, scale: float) -> dict[str, float] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,10 @@ def run_status(run_dir: Path, quarantine_limit: int = 20) -> dict[str, Any]:
         total = None
         if source is not None and Path(source).exists():
             try:
-                total = open_source(source).count()
+                glob = (journal.get_meta("config") or {}).get("glob")
+                with warnings.catch_warnings():  # the run itself warned of what it skips
+                    warnings.simplefilter("ignore")
+                    total = open_source(source, glob=glob).count()
             except (ConfigError, OSError):
                 total = None
         done = committed + sum(quarantine.values())
@@ -77,11 +81,12 @@ def render_status(status: dict[str, Any]) -> None:
     console.print(f"counts: {counts}")
     if status["quarantined"]:
         table = Table(title="quarantined items")
-        for column in ("input", "status", "evidence"):
+        for column in ("input", "label", "status", "evidence"):
             table.add_column(column, overflow="fold")
         for entry in status["quarantined"]:
             why = quarantine_reason(entry)
-            table.add_row(str(entry["input_index"]), entry["status"], escape(why))
+            label = escape(str(entry.get("label", "")))
+            table.add_row(str(entry["input_index"]), label, entry["status"], escape(why))
         console.print(table)
     for event in status["recent_events"][-5:]:
         console.print(f"[dim]event {escape(json.dumps(event, default=str))}[/]")

@@ -73,6 +73,7 @@ class RunSummary:
             memory_cap=self.memory,
             elapsed=time.monotonic() - self.start,
             paused=self.admission.pause_shown(PAUSE_SHOWN_AFTER),
+            last_failed=self.ledger.last_failed,
         )
 
     def numbers(self) -> RunNumbers:

@@ -12,13 +12,14 @@ import csv
 import itertools
 import os
 import pickle
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 from oomguard.engine.items import Item
 from oomguard.engine.jsonl_read import jsonl_chunks
-from oomguard.errors import ConfigError
+from oomguard.errors import ConfigError, OomguardWarning
 
 
 class Source(Protocol):
@@ -161,12 +162,25 @@ class ParquetSource:
 
 
 class DirectorySource:
-    """One item per regular file (sorted by name): ``{"path": ..., "size": ...}``."""
+    """One item per regular file matching ``pattern`` (sorted by path): ``{"path",
+    "size"}``, labelled with its path relative to the directory.
 
-    def __init__(self, path: Path, pattern: str = "*") -> None:
+    The default pattern, ``*``, takes the files directly in the directory; a pattern
+    with ``**`` (``**/*.pdf``) recurses into subdirectories, as :meth:`Path.glob` does.
+    Subdirectories a pattern does not reach are named in a warning, never silently
+    skipped."""
+
+    def __init__(self, path: Path, pattern: str | None = None) -> None:
         self.path = path
-        self.pattern = pattern
-        self.description = f"directory {path}"
+        self.pattern = pattern or DEFAULT_GLOB
+        self.description = f"directory {path}" + (f" ({pattern})" if pattern else "")
+        if Path(self.pattern).is_absolute() or ".." in Path(self.pattern).parts:
+            raise ConfigError(
+                f"invalid glob {self.pattern!r}: expected a pattern inside the input directory "
+                "(such as '*.pdf' or '**/*.pdf')"
+            )
+        if "**" not in self.pattern:
+            _warn_unread_subdirectories(path, self.pattern)
 
     def _files(self) -> Iterator[Path]:
         for entry in sorted(self.path.glob(self.pattern)):
@@ -176,13 +190,66 @@ class DirectorySource:
     def __iter__(self) -> Iterator[Item]:
         for index, entry in enumerate(self._files()):
             size = entry.stat().st_size
-            yield Item(index, {"path": str(entry), "size": size}, size)
+            label = str(entry.relative_to(self.path))
+            yield Item(index, {"path": str(entry), "size": size}, size, label=label)
 
     def count(self) -> int | None:
         return sum(1 for _ in self._files())
 
     def count_up_to(self, limit: int) -> int:
         return sum(1 for _ in itertools.islice(self._files(), limit))
+
+
+DEFAULT_GLOB = "*"  # the files directly in the directory
+
+
+def _warn_unread_subdirectories(path: Path, pattern: str) -> None:
+    """A pattern that does not recurse, over a directory with subdirectories: say so."""
+    if "/" in pattern:
+        return  # a pattern naming its own subdirectories ("scans/*.pdf") knows the tree
+    try:
+        subdirectories = [e.name for e in os.scandir(path) if e.is_dir()]
+    except OSError:
+        return
+    if subdirectories:
+        warnings.warn(
+            OomguardWarning(
+                f"input {str(path)!r}: {len(subdirectories)} subdirectories (such as "
+                f"{sorted(subdirectories)[0]!r}) are not read; --glob '**/{pattern}' recurses"
+            ),
+            stacklevel=3,
+        )
+
+
+class LabelledSource:
+    """Another source whose items are labelled by one field of theirs (``label_field``):
+    ``str(value[field])`` for a dict (a JSONL object, a CSV or Parquet row) that has it."""
+
+    def __init__(self, source: Source, label_field: str) -> None:
+        self.source = source
+        self.label_field = label_field
+        self.description = source.description
+        if callable(getattr(source, "chunks", None)):
+            self.chunks = self._chunks  # a block reader stays one
+
+    def _label(self, item: Item) -> Item:
+        value = item.value
+        if isinstance(value, dict) and value.get(self.label_field) is not None:
+            item.label = str(value[self.label_field])
+        return item
+
+    def __iter__(self) -> Iterator[Item]:
+        return map(self._label, self.source)
+
+    def _chunks(self) -> Iterator[list[Item]]:
+        for chunk in self.source.chunks():  # type: ignore[attr-defined]
+            yield [self._label(item) for item in chunk]
+
+    def count(self) -> int | None:
+        return self.source.count()
+
+    def count_up_to(self, limit: int) -> int | None:
+        return count_up_to(self.source, limit)
 
 
 class IterableSource:
@@ -225,15 +292,25 @@ def check_readable(path: Path) -> None:
         raise ConfigError(f"input {str(path)!r} cannot be read: {err.strerror or err}") from err
 
 
-def open_source(spec: Any) -> Source:
-    """A source for a path (by its suffix, or a directory) or for any iterable."""
+def open_source(spec: Any, *, glob: str | None = None, label_field: str | None = None) -> Source:
+    """A source for a path (by its suffix, or a directory: the files matching ``glob``)
+    or for any iterable; with ``label_field``, its items are labelled by that field."""
+    source = _open(spec, glob)
+    return LabelledSource(source, label_field) if label_field else source
+
+
+def _open(spec: Any, glob: str | None) -> Source:
     if isinstance(spec, str | os.PathLike):
         path = Path(spec)
         if not path.exists():
             raise ConfigError(f"input {str(path)!r} does not exist")
         check_readable(path)
         if path.is_dir():
-            return DirectorySource(path)
+            return DirectorySource(path, glob)
+        if glob is not None:
+            raise ConfigError(
+                f"glob {glob!r} picks the files of a directory input; {str(path)!r} is a file"
+            )
         suffix = path.suffix.lower()
         if suffix in (".parquet", ".pq"):
             return ParquetSource(path)
@@ -245,6 +322,8 @@ def open_source(spec: Any) -> Source:
             f"input {str(path)!r}: cannot tell its format from the suffix {suffix!r}; expected "
             ".jsonl, .ndjson, .csv, .parquet or a directory"
         )
+    if glob is not None:
+        raise ConfigError(f"glob {glob!r} picks the files of a directory input, not of {spec!r}")
     if isinstance(spec, Iterable):
         return IterableSource(spec)
     raise ConfigError(

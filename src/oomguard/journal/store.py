@@ -9,7 +9,7 @@ Tables::
 
     meta        key -> JSON value: the job's configuration, the source and its fingerprint
     commits     id, indices ("0-9,12"), count, token (the sink's durable position), time
-    quarantine  input index -> status, evidence
+    quarantine  input index -> status, evidence, label (the item's name, if it has one)
     attempts    one row per batch attempt (the manifest's entries)
     events      time, event, detail
     sessions    one row per supervisor that ran on this directory
@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS commits (
     id INTEGER PRIMARY KEY, indices TEXT NOT NULL, count INTEGER NOT NULL,
     token TEXT, committed_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS quarantine (
-    idx INTEGER PRIMARY KEY, status TEXT NOT NULL, evidence TEXT NOT NULL, at REAL NOT NULL);
+    idx INTEGER PRIMARY KEY, status TEXT NOT NULL, evidence TEXT NOT NULL, at REAL NOT NULL,
+    label TEXT);
 CREATE TABLE IF NOT EXISTS attempts (
     id INTEGER PRIMARY KEY, batch_id INTEGER, status TEXT NOT NULL, entry TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
@@ -49,13 +50,17 @@ CREATE TABLE IF NOT EXISTS sessions (
 """
 
 
+# a quarantined item: input index, status, evidence and, if it has one, its label
+Quarantined = tuple[int, str, dict[str, Any]] | tuple[int, str, dict[str, Any], str | None]
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """One grouped transaction's worth of state changes."""
 
     committed: list[int]
     token: str | None
-    quarantined: list[tuple[int, str, dict[str, Any]]]
+    quarantined: list[Quarantined]
     attempts: list[dict[str, Any]]
     events: list[dict[str, Any]]
 
@@ -86,6 +91,8 @@ class Journal:
                 self._db.executescript(SCHEMA)
                 if self.is_new:
                     self.set_meta("schema_version", SCHEMA_VERSION)
+                elif not self._has_labels():  # a journal of an oomguard before labels
+                    self._db.execute("ALTER TABLE quarantine ADD COLUMN label TEXT")
         except BaseException as err:
             self._db.close()
             if isinstance(err, sqlite3.DatabaseError) and not isinstance(
@@ -185,10 +192,11 @@ class Journal:
                     (encode_ranges(state.committed), len(state.committed), state.token, now),
                 )
             self._db.executemany(
-                "INSERT OR REPLACE INTO quarantine(idx, status, evidence, at) VALUES(?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO quarantine(idx, status, evidence, at, label) "
+                "VALUES(?, ?, ?, ?, ?)",
                 (
-                    (index, status, json.dumps(evidence, default=str), now)
-                    for index, status, evidence in state.quarantined
+                    (entry[0], entry[1], json.dumps(entry[2], default=str), now, _label(entry))
+                    for entry in state.quarantined
                 ),
             )
             self._db.executemany(
@@ -258,12 +266,26 @@ class Journal:
             for s, n in self._db.execute("SELECT status, COUNT(*) FROM quarantine GROUP BY status")
         }
 
+    def _has_labels(self) -> bool:
+        columns = self._db.execute("PRAGMA table_info(quarantine)").fetchall()
+        return any(column[1] == "label" for column in columns)
+
     def quarantined(self, limit: int | None = None) -> Iterator[dict[str, Any]]:
-        query = "SELECT idx, status, evidence FROM quarantine ORDER BY idx"
+        """``{"input_index", "status", "evidence"}`` per quarantined item, with ``"label"``
+        beside its index where the item has one."""
+        query = (
+            "SELECT idx, label, status, evidence FROM quarantine ORDER BY idx"
+            if self._has_labels()
+            else "SELECT idx, NULL, status, evidence FROM quarantine ORDER BY idx"  # read-only
+        )
         if limit is not None:
             query += f" LIMIT {int(limit)}"
-        for index, status, evidence in self._db.execute(query):
-            yield {"input_index": index, "status": status, "evidence": json.loads(evidence)}
+        for index, name, status, evidence in self._db.execute(query):
+            entry: dict[str, Any] = {"input_index": index}
+            if name is not None:
+                entry["label"] = name
+            entry.update(status=status, evidence=json.loads(evidence))
+            yield entry
 
     def attempts(self) -> Iterator[dict[str, Any]]:
         for (entry,) in self._db.execute("SELECT entry FROM attempts ORDER BY id"):
@@ -290,6 +312,10 @@ class Journal:
         return [
             dict(zip(("id", "pid", "started", "ended", "status"), row, strict=True)) for row in rows
         ]
+
+
+def _label(entry: Quarantined) -> str | None:
+    return entry[3] if len(entry) > 3 else None
 
 
 def _side(path: Path, suffix: str) -> Path:
