@@ -1,10 +1,12 @@
 """The OOM gauntlet: a heavy-tailed workload with poison items, in a 2 GiB cgroup, side by side.
 
-    python benchmarks/oom_gauntlet.py [--items 200] [--timeout 240] [--mix normal|coinciding|both]
+    python benchmarks/oom_gauntlet.py [--items 200] [--timeout 240] [--mix MIX|both|all]
     python benchmarks/oom_gauntlet.py --only oomguard "oomguard (side_lane=True)"   # the side lane's worth
 
 Every contender runs the same items (most tens of MiB, some hundreds, a few larger than the
-whole cap) with 4 workers inside its own fresh 2 GiB cgroup on this 2-core machine (through
+whole cap; four mixes: ``normal``, ``coinciding`` (more big items), ``burst`` (the poison
+items one after another) and ``big`` (no poison; a third of the items 300-550 MiB, which
+four workers would overrun the cap with together)) with 4 workers inside its own fresh 2 GiB cgroup on this 2-core machine (through
 ``oomguard repro``, which also measures the cgroup's peak and collects the kernel's OOM
 lines). The oracle runs the survivable items only, uncapped, one process per core. Columns:
 outcome (finished / aborted / hung at the timeout), survivable items done (of how many),
@@ -52,18 +54,34 @@ PEERS = [
 ]
 
 
+MIXES = {
+    # mix: (share of big items, their MiB range, poison items and how they come)
+    "normal": (0.12, (200, 450), "spread"),
+    "coinciding": (0.30, (350, 600), "spread"),
+    "burst": (0.12, (200, 450), "burst"),  # the four poison items one after another
+    "big": (1 / 3, (300, 550), "none"),  # no poison: big items that would overrun together
+}
+
+
 def make_items(count: int, mix: str, seed: int = 7) -> list[dict[str, int]]:
     rng = random.Random(f"{seed}-{mix}")
-    big_share = 0.12 if mix == "normal" else 0.30
+    big_share, (low, high), poison = MIXES[mix]
     items = []
     for index in range(count):
         roll = rng.random()
         if roll < big_share:
-            mb = rng.randint(200, 450) if mix == "normal" else rng.randint(350, 600)
+            mb = rng.randint(low, high)
         else:
             mb = int(min(120, rng.paretovariate(1.6) * 12))
         items.append({"index": index, "mb": mb, "passes": 3})
-    for index in rng.sample(range(count), 4):  # poison: larger than the whole cap
+    if poison == "spread":
+        chosen = rng.sample(range(count), 4)
+    elif poison == "burst":
+        start = rng.randrange(count // 4, count // 2)
+        chosen = list(range(start, start + 4))
+    else:
+        chosen = []
+    for index in chosen:  # poison: larger than the whole cap
         items[index]["mb"] = 3000
     return items
 
@@ -155,6 +173,8 @@ def table(mix: str, count: int, timeout: float, peers: list[str]) -> None:
     # poison items cannot grow side by side (each must have the budget to itself): their
     # growth is serial, the survivable work overlaps it on the other cores at best
     floor = max(sum(poison_walls), oracle["wall"] + sum(poison_walls) / (os.cpu_count() or 1))
+    if not poison:
+        print(f"\n(mix {mix}: no poison, so the floor is the oracle; target <= 1.05)")
     mbs = sorted(item["mb"] for item in survivable)
     print(
         f"\n### mix: {mix} — {count} items ({len(poison)} poison of 3000 MiB; survivable: median "
@@ -210,7 +230,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=200)
     parser.add_argument("--timeout", type=float, default=240)
-    parser.add_argument("--mix", choices=["normal", "coinciding", "both"], default="both")
+    parser.add_argument(
+        "--mix", choices=[*MIXES, "both", "all"], default="all", help="both: normal, coinciding"
+    )
     parser.add_argument(
         "--only",
         nargs="*",
@@ -220,7 +242,8 @@ def main() -> None:
     args = parser.parse_args()
     peers = args.only or PEERS
     print(f"# OOM gauntlet, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
-    for mix in ["normal", "coinciding"] if args.mix == "both" else [args.mix]:
+    mixes = {"all": list(MIXES), "both": ["normal", "coinciding"]}.get(args.mix, [args.mix])
+    for mix in mixes:
         table(mix, args.items, args.timeout, peers)
 
 
