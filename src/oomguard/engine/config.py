@@ -47,7 +47,9 @@ class JobConfig:
     max_batch_size: int = 1000
     batch_seconds: float = 0.5  # adaptive: the batch duration aimed at
     max_bytes: int = 5_000_000  # bytes per batch, by item size (the PDF ingestion's)
-    max_wait_ms: int = 5000  # a partial batch waits at most this long for more items
+    # a partial batch waits at most this long for more items; 0: it goes as soon as a worker
+    # is free with whatever is there (the executor's: a lone task never waits)
+    max_wait_ms: int = 5000
     timeout: float | None = None  # seconds per batch attempt; None: no limit
     crash_retries: int = 2  # timeout / worker_crash retries before bisecting
     error_retries: int = 0  # exceptions in user code are not retried by default
@@ -117,7 +119,7 @@ class JobConfig:
             value = getattr(self, name)
             if value <= 0:
                 raise ConfigError(f"invalid {name} {value!r}: expected a number above 0")
-        for name in ("commit_interval", "psi_threshold", "malloc_trim_threshold"):
+        for name in ("commit_interval", "psi_threshold", "malloc_trim_threshold", "max_wait_ms"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigError(f"invalid {name} {value!r}: expected a number >= 0")
@@ -164,7 +166,6 @@ _POSITIVE = (
     "max_batch_size",
     "batch_seconds",
     "max_bytes",
-    "max_wait_ms",
     "sample_interval",
     "parquet_buffer_bytes",
     "recycle_rss_growth",

@@ -111,7 +111,6 @@ class Supervisor:
         self._build_state(source, sink, spec, done, only, fork_server)
         self._build_logic(spec)
         if hooks is not None:
-            self.dispatch.before_send = hooks.sending
             self.ledger.on_quarantine = hooks.quarantined
         self.exporter: Exporter | None = None
         self.session = 0

@@ -63,6 +63,8 @@ from oomguard.journal.store import Journal
 from oomguard.limits.select_limiter import open_limiter
 
 DEFAULT_BUFFER_PER_WORKER = 16  # map's read-ahead: chunks per worker submitted ahead
+EXECUTOR_BATCH_SECONDS = 0.02  # short tasks share a batch up to this long (a task's latency)
+EXECUTOR_MAX_BATCH = 256  # and at most this many tasks
 _live: weakref.WeakSet[EngineThread] = weakref.WeakSet()
 _interpreter_ending = False
 
@@ -205,13 +207,24 @@ def executor_config(
     for name in ("function", "batched", "memory", "workers"):
         if name in options:
             raise ConfigError(f"invalid executor option {name!r}: the executor sets it")
+    # A task per batch; tasks so short that a batch of them takes under half of
+    # batch_seconds share batches while more are queued (the engine's cost per batch is
+    # paid per batch), never waiting for more (max_wait_ms 0). A timeout or a task count per
+    # worker is per task: one task per batch then.
+    per_task = timeout is not None or max_tasks_per_child is not None
     values: dict[str, Any] = {
         "batch_size": 1,
+        "adaptive_batch": not per_task,
+        "max_batch_size": EXECUTOR_MAX_BATCH,
+        "batch_seconds": EXECUTOR_BATCH_SECONDS,
+        "max_wait_ms": 0,
         "log_format": "quiet",
-        "trim": False,  # malloc_trim after each task would cost more than a short task
+        "trim": False,  # malloc_trim after each batch would cost more than a short task
         **options,
     }
     values.update(timeout=timeout, max_batches_per_worker=max_tasks_per_child)
+    if per_task:
+        values.update(batch_size=1, adaptive_batch=False)
     if max_workers is not None:
         values["workers"] = max_workers
     try:
@@ -238,7 +251,8 @@ def _worker_setup(
     initializer: Callable[..., object] | None, initargs: tuple[Any, ...]
 ) -> tuple[Callable[..., None], tuple[Any, ...]]:
     """What each worker runs before its first task (trampoline.prepare_worker): the user's
-    ``__main__`` as multiprocessing's spawn loads it, then the initializer."""
+    process's multiprocessing authkey, its ``__main__`` as multiprocessing's spawn loads
+    it, then the initializer."""
     from oomguard.executor.trampoline import prepare_worker
 
     main: dict[str, str] = {}
@@ -252,7 +266,10 @@ def _worker_setup(
     init = None
     if initializer is not None:
         init = pickle.dumps((initializer, tuple(initargs)), protocol=pickle.HIGHEST_PROTOCOL)
-    return prepare_worker, (main, init)
+    import multiprocessing
+
+    authkey = bytes(multiprocessing.current_process().authkey)
+    return prepare_worker, (main, authkey, init)
 
 
 def pickling_error(fn: Callable[..., Any], err: Exception) -> pickle.PicklingError:

@@ -48,7 +48,8 @@ class EngineThread:
         self.limiter = limiter
         self.run_dir = run_dir  # the user's; None: a private one, removed at the end
         self.worker_setup = worker_setup
-        self.calls = Calls()
+        self.calls = Calls(self.capacity)
+        self.supervisor: Supervisor | None = None
         self.source = TaskSource(self.calls)
         self.broken: str | None = None  # why the executor cannot run anything, once it cannot
         self._ended = False
@@ -58,6 +59,13 @@ class EngineThread:
 
     def start(self) -> None:
         self.thread.start()
+
+    def capacity(self) -> int:
+        """How many started tasks the engine may hold: two batches and one task more per
+        worker, at the batch size the engine has grown to."""
+        supervisor = self.supervisor
+        size = supervisor.intake.sizer.size if supervisor is not None else 1
+        return self.config.workers * (2 * size + 1)
 
     def end(self) -> None:
         """No more tasks: the run ends once those submitted are settled (idempotent)."""
@@ -88,7 +96,7 @@ class EngineThread:
         try:
             if isinstance(self.limiter, CgroupLimiter):
                 sweep_stale_groups(self.limiter.base)
-            supervisor = Supervisor(
+            supervisor = self.supervisor = Supervisor(
                 config,
                 self.source,
                 FutureSink(self.calls),

@@ -2,12 +2,10 @@
 
 ::
 
-    submit ─► Calls (index → future) ─► TaskSource (a queue; ends at shutdown)
-                                            │ the engine's reader thread
-                                            ▼
-              engine: Intake ─► Dispatch ─► sending(): futures start running (cancelled
-                                            │          ones are dropped, never run)
-                                            ▼
+    submit ─► Calls (index → future; a queue) ─► TaskSource: a task starts running as
+                                                 the engine takes it, while it has room
+                                                 (the rest stay PENDING: cancellable)
+              engine: reader ─► Intake ─► Dispatch ─► workers
               FutureSink.write(): results resolve futures (a Raised re-raises)
               quarantined():      the ladder gave up: OomKilled, WorkerCrashed, TaskTimeout
 
@@ -21,13 +19,13 @@ import builtins
 import itertools
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures.process import _RemoteTraceback
 from typing import Any
 
 from oomguard.classify import Status
-from oomguard.engine.items import Batch, Item
+from oomguard.engine.items import Item
 from oomguard.engine.sinks import Prepared, Results
 from oomguard.errors import OomKilled, TaskFailed, TaskTimeout, WorkerCrashed
 from oomguard.executor.trampoline import Raised
@@ -36,17 +34,55 @@ POLL = 0.2  # seconds the reader waits on the queue before it looks whether the 
 
 
 class Calls:
-    """Every future not resolved yet, by its task's index (the engine's input index)."""
+    """Every future not resolved yet, by its task's index (the engine's input index), and
+    the hand-off of tasks to the engine.
 
-    def __init__(self) -> None:
+    A task starts running (its future RUNNING, no longer cancellable) when the engine takes
+    it, and the engine holds at most ``capacity()`` started tasks that are not settled
+    (enough for a batch in flight and one ready per worker): the rest wait here, PENDING,
+    so ``cancel()`` and ``shutdown(cancel_futures=True)`` still stop them. While there is
+    room and nothing waits, ``submit`` starts its task itself, in the caller's thread, as
+    ProcessPoolExecutor's call queue does.
+    """
+
+    def __init__(self, capacity: Callable[[], int]) -> None:
         self.futures: dict[int, Future[Any]] = {}
+        self.queue: queue.SimpleQueue[tuple[int, bytes, bool] | None] = queue.SimpleQueue()
+        self.capacity = capacity
         self._indices = itertools.count()
-        self.queue: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
+        self._room = threading.Condition()
+        self._started = 0  # started and not settled
+        self._waiting = 0  # in the queue, not started
 
     def add(self, future: Future[Any], payload: bytes) -> None:
         index = next(self._indices)
         self.futures[index] = future
-        self.queue.put((index, payload))
+        with self._room:
+            started = self._waiting == 0 and self._started < self.capacity()
+            if started:
+                future.set_running_or_notify_cancel()  # new: it cannot be cancelled yet
+                self._started += 1
+            else:
+                self._waiting += 1
+        self.queue.put((index, payload, started))
+
+    def start(self, future: Future[Any], stopped: threading.Event) -> bool:
+        """Wait for room in the engine, then start ``future``'s task; False when it was
+        cancelled meanwhile (its waiters hear of it now)."""
+        with self._room:
+            self._waiting -= 1
+            while self._started >= self.capacity() and not stopped.is_set():
+                self._room.wait(POLL)
+            if not future.set_running_or_notify_cancel():
+                return False
+            self._started += 1
+            return True
+
+    def settled(self, count: int) -> None:
+        """``count`` started tasks are done: room for as many more."""
+        with self._room:
+            self._started -= count
+            self._room.notify()
 
     def end(self) -> None:
         """No task comes after this (shutdown): the source ends once it has read the rest."""
@@ -78,12 +114,12 @@ class TaskSource:
                 continue
             if entry is None:
                 return
-            index, payload = entry
+            index, payload, started = entry
             future = calls.futures.get(index)
-            if future is None or future.cancelled():
-                if future is not None:  # waiters on it hear of the cancellation now
-                    future.set_running_or_notify_cancel()
-                    calls.futures.pop(index, None)
+            if future is None:
+                continue
+            if not (started or calls.start(future, self.stopped)):
+                calls.futures.pop(index, None)  # cancelled while it waited: it never runs
                 continue
             yield Item(index, payload, len(payload))
 
@@ -101,6 +137,7 @@ class FutureSink:
 
     def write(self, results: list[Results]) -> None:
         pop = self.calls.futures.pop
+        self.calls.settled(sum(map(len, results)))
         for group in results:
             assert group.values is not None
             for index, value in zip(group.indices, group.values, strict=True):
@@ -127,28 +164,14 @@ class FutureSink:
 
 
 class FutureHooks:
-    """The engine's hooks (engine/hooks.py): futures start running as their batch goes;
-    a quarantined task's future fails with the ladder's evidence."""
+    """The engine's hooks (engine/hooks.py): a quarantined task's future fails with the
+    ladder's evidence."""
 
     def __init__(self, calls: Calls) -> None:
         self.calls = calls
 
-    def sending(self, batch: Batch) -> Batch | None:
-        futures = self.calls.futures
-        kept = []
-        for item in batch.items:
-            future = futures.get(item.index)
-            if future is None:
-                continue
-            if future.running() or future.set_running_or_notify_cancel():
-                kept.append(item)
-            else:
-                futures.pop(item.index, None)  # cancelled while it waited: it never runs
-        if len(kept) == len(batch.items):
-            return batch
-        return batch.only(kept) if kept else None
-
     def quarantined(self, item: Item, status: Status, evidence: dict[str, Any]) -> None:
+        self.calls.settled(1)
         future = self.calls.futures.pop(item.index, None)
         if future is not None:
             future.set_exception(exception_for(status, evidence))

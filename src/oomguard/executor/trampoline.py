@@ -64,10 +64,15 @@ def call(payload: bytes) -> Any:
         return raised(exc)
 
 
-def prepare_worker(main: dict[str, str], initializer: bytes | None) -> None:
-    """Load the user's ``__main__`` (``main``: its module name or script path), then run
-    the pickled ``(initializer, initargs)``."""
+def prepare_worker(main: dict[str, str], authkey: bytes, initializer: bytes | None) -> None:
+    """Take the user's process's multiprocessing ``authkey`` (its Manager proxies and
+    listeners then accept this worker, as they accept ProcessPoolExecutor's), load its
+    ``__main__`` (``main``: its module name or script path), then run the pickled
+    ``(initializer, initargs)``."""
+    import multiprocessing
     from multiprocessing import spawn
+
+    multiprocessing.current_process().authkey = authkey
 
     if "name" in main:
         spawn._fixup_main_from_name(main["name"])  # type: ignore[attr-defined]
