@@ -122,7 +122,10 @@ class Executor(StdExecutor):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         return self._submit(fn, (fn, args, kwargs))
 
-    def _submit(self, fn: Callable[..., Any], task: tuple[Any, ...]) -> Future[Any]:
+    def _submit(
+        self, fn: Callable[..., Any], task: tuple[Any, ...], kind: str | None = None
+    ) -> Future[Any]:
+        """``kind``: what admission learns the task's cost as (default: ``fn``'s name)."""
         future: Future[Any] = Future()
         try:
             payload: bytes | None = pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
@@ -137,7 +140,7 @@ class Executor(StdExecutor):
             if _interpreter_ending:
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
             if payload is not None:
-                self._engine.calls.add(future, payload)
+                self._engine.calls.add(future, payload, kind or function_name(fn))
         return future
 
     def map(
@@ -272,13 +275,19 @@ def _worker_setup(
     return prepare_worker, (main, authkey, init)
 
 
+def function_name(fn: Callable[..., Any]) -> str:
+    """``module.qualname`` (a bound method's, a partial's function's)."""
+    target = getattr(fn, "func", fn)  # functools.partial
+    qualname = getattr(target, "__qualname__", None) or type(target).__qualname__
+    module = getattr(target, "__module__", None)
+    return f"{module}.{qualname}" if module else qualname
+
+
 def pickling_error(fn: Callable[..., Any], err: Exception) -> pickle.PicklingError:
     """The error of a call that cannot be pickled, naming the function."""
-    qualname = getattr(fn, "__qualname__", None) or repr(fn)
-    module = getattr(fn, "__module__", None)
-    name = f"{module}.{qualname}" if module else qualname
+    name = function_name(fn)
     hint = ""
-    if "<lambda>" in qualname or "<locals>" in qualname:
+    if "<lambda>" in name or "<locals>" in name:
         hint = (
             ": a lambda or a function defined inside another cannot be pickled; define it "
             "at the top level of a module"

@@ -52,6 +52,9 @@ class EngineThread:
         self.supervisor: Supervisor | None = None
         self.source = TaskSource(self.calls)
         self.broken: str | None = None  # why the executor cannot run anything, once it cannot
+        # booted here, in the caller's thread (the main one, mostly): a server started by
+        # the engine's own thread would not die with the process (engine/fork_server.py)
+        self.fork_server = boot(worker_env(config)) if config.start_method == "forkserver" else None
         self._ended = False
         # not a daemon: at interpreter exit the tasks submitted still run (executor.py's hook
         # ends the source first), as ProcessPoolExecutor's do
@@ -91,7 +94,7 @@ class EngineThread:
         config = self.config
         if self.run_dir is not None:
             make_run_dir(run_dir)
-        fork_server = boot(worker_env(config)) if config.start_method == "forkserver" else None
+        fork_server = self.fork_server
         journal = Journal.open(run_dir)
         try:
             if isinstance(self.limiter, CgroupLimiter):

@@ -47,14 +47,15 @@ class Calls:
 
     def __init__(self, capacity: Callable[[], int]) -> None:
         self.futures: dict[int, Future[Any]] = {}
-        self.queue: queue.SimpleQueue[tuple[int, bytes, bool] | None] = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue[tuple[int, bytes, bool, str] | None] = queue.SimpleQueue()
         self.capacity = capacity
         self._indices = itertools.count()
         self._room = threading.Condition()
         self._started = 0  # started and not settled
         self._waiting = 0  # in the queue, not started
 
-    def add(self, future: Future[Any], payload: bytes) -> None:
+    def add(self, future: Future[Any], payload: bytes, kind: str) -> None:
+        """A task; ``kind``: its function's name (admission learns a cost per kind)."""
         index = next(self._indices)
         self.futures[index] = future
         with self._room:
@@ -64,7 +65,7 @@ class Calls:
                 self._started += 1
             else:
                 self._waiting += 1
-        self.queue.put((index, payload, started))
+        self.queue.put((index, payload, started, kind))
 
     def start(self, future: Future[Any], stopped: threading.Event) -> bool:
         """Wait for room in the engine, then start ``future``'s task; False when it was
@@ -114,14 +115,14 @@ class TaskSource:
                 continue
             if entry is None:
                 return
-            index, payload, started = entry
+            index, payload, started, kind = entry
             future = calls.futures.get(index)
             if future is None:
                 continue
             if not (started or calls.start(future, self.stopped)):
                 calls.futures.pop(index, None)  # cancelled while it waited: it never runs
                 continue
-            yield Item(index, payload, len(payload))
+            yield Item(index, payload, len(payload), kind=kind)
 
     def count(self) -> int | None:
         return None  # open-ended until shutdown

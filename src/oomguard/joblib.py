@@ -1,0 +1,152 @@
+"""A joblib backend on :class:`oomguard.Executor`: ``Parallel`` under a memory cap.
+
+    import oomguard.joblib  # registers the "oomguard" backend
+    from joblib import Parallel, delayed, parallel_config
+
+    with parallel_config(backend="oomguard", memory="6g"):
+        results = Parallel(n_jobs=4)(delayed(f)(x) for x in xs)
+
+Every keyword ``parallel_config`` does not know itself (``memory``, ``worker_memory``,
+``timeout``, ``max_tasks_per_child``, any Job option) goes to the executor. A call the
+kernel OOM-kills is retried, then retried alone with the whole budget, and then raises
+:class:`~oomguard.errors.OomKilled` out of ``Parallel`` as any task's exception does
+(joblib's own error semantics: the first error stops the call, ``return_as="generator"``
+yields what came before it); the calls running beside it are re-run, never lost.
+
+Calls travel as joblib's own processes send them, by cloudpickle (so a function defined in
+``__main__`` or a lambda works, as with loky). The executor is kept between ``Parallel``
+calls with the same options (as loky's reusable executor is) and shut down at exit.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+from joblib import register_parallel_backend
+from joblib._parallel_backends import AutoBatchingMixin, ParallelBackendBase
+from joblib.parallel import cpu_count
+
+from oomguard.executor import Executor
+
+try:  # joblib before 1.5 vendors it; later ones leave it to loky's dependency
+    from joblib.externals import cloudpickle
+except ImportError:
+    import cloudpickle
+
+NAME = "oomguard"
+
+
+def run_cloudpickled(payload: bytes) -> Any:
+    """The worker's side: a joblib batch of calls, unpickled and run."""
+    return pickle.loads(payload)()  # noqa: S301 - the user's own calls, from its process
+
+
+class _Reusable:
+    """One executor for every Parallel call with the same options, replaced when they change."""
+
+    lock = threading.Lock()
+    executor: Executor | None = None
+    key: tuple[Any, ...] | None = None
+
+    @classmethod
+    def get(cls, n_jobs: int, options: dict[str, Any]) -> Executor:
+        # the process is part of the key: a child forked from this one (joblib's
+        # multiprocessing backend) inherits the object, not the engine thread behind it
+        key = (os.getpid(), n_jobs, sorted((k, repr(v)) for k, v in options.items()))
+        with cls.lock:
+            if cls.executor is None or cls.key != key or cls.executor._broken:
+                if cls.executor is not None and cls.key is not None and cls.key[0] == key[0]:
+                    cls.executor.shutdown(wait=False, cancel_futures=True)
+                cls.executor = Executor(max_workers=n_jobs, **options)
+                cls.key = key
+            return cls.executor
+
+    @classmethod
+    def drop(cls, executor: Executor) -> None:
+        with cls.lock:
+            if cls.executor is executor:
+                cls.executor, cls.key = None, None
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+class OomguardBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[misc]
+    """joblib's ParallelBackendBase over an oomguard Executor (as its LokyBackend is over
+    loky's executor)."""
+
+    supports_retrieve_callback = True
+    supports_inner_max_num_threads = True
+    default_n_jobs = -1
+
+    def __init__(self, nesting_level: int | None = None, **options: Any) -> None:
+        inner = options.pop("inner_max_num_threads", None)
+        super().__init__(nesting_level=nesting_level, inner_max_num_threads=inner)
+        self.options = options  # the executor's: memory, timeout, any Job option
+        self._executor: Executor | None = None
+        self._futures: set[Future[Any]] = set()
+
+    def effective_n_jobs(self, n_jobs: int | None) -> int:
+        if n_jobs == 0:
+            raise ValueError("n_jobs == 0 in Parallel has no meaning")
+        if n_jobs is None:
+            return 1
+        if n_jobs < 0:
+            return max(int(cpu_count()) + 1 + n_jobs, 1)
+        return int(n_jobs)
+
+    def configure(
+        self,
+        n_jobs: int = 1,
+        parallel: Any = None,
+        prefer: str | None = None,
+        require: str | None = None,
+        **memmapping: Any,
+    ) -> int:
+        """``memmapping``: joblib's own options for its loky backend's shared arrays
+        (``max_nbytes``, ``mmap_mode``, ``temp_folder``); arrays travel by pickle here."""
+        n_jobs = self.effective_n_jobs(n_jobs)
+        self._executor = _Reusable.get(n_jobs, self.options)
+        self.parallel = parallel
+        return n_jobs
+
+    def submit(self, func: Any, callback: Any = None) -> Future[Any]:
+        assert self._executor is not None, "configure() comes first"
+        task: tuple[Any, ...] = (run_cloudpickled, (cloudpickle.dumps(func),), {})
+        future = self._executor._submit(run_cloudpickled, task, kind=_kind(func))
+        self._futures.add(future)
+        future.add_done_callback(self._futures.discard)
+        if callback is not None:
+            future.add_done_callback(callback)
+        return future
+
+    def retrieve_result_callback(self, future: Future[Any]) -> Any:
+        return future.result()
+
+    def abort_everything(self, ensure_ready: bool = True) -> None:
+        """The call failed: what has not started is cancelled; what runs is left to end
+        (oomguard never kills a task that is not at fault)."""
+        for future in list(self._futures):
+            future.cancel()
+        if not ensure_ready and self._executor is not None:
+            _Reusable.drop(self._executor)
+            self._executor = None
+
+    def terminate(self) -> None:
+        self._executor = None  # kept for the next Parallel call (shut down at exit)
+        self.reset_batch_stats()
+
+
+def _kind(func: Any) -> str:
+    """What admission learns a joblib batch's cost as: its first call's function."""
+    from oomguard.executor.core import function_name
+
+    calls = getattr(func, "items", None)  # joblib's BatchedCalls: [(function, args, kwargs)]
+    if calls:
+        return function_name(calls[0][0])
+    return function_name(func)
+
+
+register_parallel_backend(NAME, OomguardBackend)
