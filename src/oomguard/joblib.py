@@ -66,6 +66,13 @@ class _Reusable:
             return cls.executor
 
     @classmethod
+    def shutdown(cls, wait: bool) -> None:
+        with cls.lock:
+            executor, cls.executor, cls.key = cls.executor, None, None
+        if executor is not None:
+            executor.shutdown(wait=wait)
+
+    @classmethod
     def drop(cls, executor: Executor) -> None:
         with cls.lock:
             if cls.executor is executor:
@@ -85,8 +92,9 @@ class OomguardBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
         inner = options.pop("inner_max_num_threads", None)
         super().__init__(nesting_level=nesting_level, inner_max_num_threads=inner)
         self.options = options  # the executor's: memory, timeout, any Job option
-        self._executor: Executor | None = None
+        self._workers: Executor | None = None  # joblib's name for a backend's pool
         self._futures: set[Future[Any]] = set()
+        self._configured: tuple[int, dict[str, Any]] = (1, options)
 
     def effective_n_jobs(self, n_jobs: int | None) -> int:
         if n_jobs == 0:
@@ -103,19 +111,26 @@ class OomguardBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
         parallel: Any = None,
         prefer: str | None = None,
         require: str | None = None,
+        initializer: Any = None,
+        initargs: tuple[Any, ...] = (),
         **memmapping: Any,
     ) -> int:
-        """``memmapping``: joblib's own options for its loky backend's shared arrays
-        (``max_nbytes``, ``mmap_mode``, ``temp_folder``); arrays travel by pickle here."""
+        """``initializer``/``initargs``: run once in each worker (Parallel's own options);
+        ``memmapping``: joblib's options for its loky backend's shared arrays
+        (``max_nbytes``, ``mmap_mode``, ``temp_folder``): arrays travel by pickle here."""
         n_jobs = self.effective_n_jobs(n_jobs)
-        self._executor = _Reusable.get(n_jobs, self.options)
+        options = dict(self.options)
+        if initializer is not None:
+            options.update(initializer=initializer, initargs=tuple(initargs))
+        self._configured = (n_jobs, options)
+        self._workers = _Reusable.get(n_jobs, options)
         self.parallel = parallel
         return n_jobs
 
     def submit(self, func: Any, callback: Any = None) -> Future[Any]:
-        assert self._executor is not None, "configure() comes first"
+        assert self._workers is not None, "configure() comes first"
         task: tuple[Any, ...] = (run_cloudpickled, (cloudpickle.dumps(func),), {})
-        future = self._executor._submit(run_cloudpickled, task, kind=_kind(func))
+        future = self._workers._submit(run_cloudpickled, task, kind=_kind(func))
         self._futures.add(future)
         future.add_done_callback(self._futures.discard)
         if callback is not None:
@@ -126,17 +141,26 @@ class OomguardBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
         return future.result()
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
-        """The call failed: what has not started is cancelled; what runs is left to end
-        (oomguard never kills a task that is not at fault)."""
+        """The call failed: what has not started is cancelled, the executor is let go (what
+        runs in it ends on its own: oomguard kills no task that is not at fault) and, with
+        ``ensure_ready``, a new one takes its place, as loky's backend restarts its pool."""
         for future in list(self._futures):
             future.cancel()
-        if not ensure_ready and self._executor is not None:
-            _Reusable.drop(self._executor)
-            self._executor = None
+        if self._workers is not None:
+            _Reusable.drop(self._workers)
+            self._workers = None
+        if ensure_ready:
+            self._workers = _Reusable.get(*self._configured)
 
     def terminate(self) -> None:
-        self._executor = None  # kept for the next Parallel call (shut down at exit)
+        self._workers = None  # kept for the next Parallel call (shut down at exit)
         self.reset_batch_stats()
+
+
+def shutdown(wait: bool = True) -> None:
+    """Shut the kept executor down now (else at exit), as loky's
+    ``get_reusable_executor().shutdown()`` does; the next Parallel call starts another."""
+    _Reusable.shutdown(wait)
 
 
 def _kind(func: Any) -> str:

@@ -3,7 +3,20 @@ run the "oomguard" backend, the known failures marked with their reasons."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+
+
+@pytest.fixture(autouse=True, scope="module")
+def joblib_executor_shut_down() -> Iterator[None]:
+    """The executor the joblib backend keeps between Parallel calls goes with each module."""
+    yield
+    import sys
+
+    backend = sys.modules.get("oomguard.joblib")
+    if backend is not None:
+        backend.shutdown()
 
 
 def _runs_oomguard(item: pytest.Item) -> bool:
@@ -27,7 +40,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         from tests.executor.test_joblib_suite import EXPECTED_FAILURES
 
-        reason = EXPECTED_FAILURES.get(item.name.split("[")[0])
+        reason = next((r for k, r in EXPECTED_FAILURES.items() if item.name.startswith(k)), None)
         if reason is not None:
             item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
         kept.append(item)
