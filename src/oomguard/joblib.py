@@ -20,14 +20,21 @@ calls with the same options (as loky's reusable executor is) and shut down at ex
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import pickle
 import threading
+import warnings
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, ClassVar
 
 from joblib import register_parallel_backend
-from joblib._parallel_backends import AutoBatchingMixin, ParallelBackendBase
+from joblib._parallel_backends import (
+    AutoBatchingMixin,
+    FallbackToBackend,
+    ParallelBackendBase,
+    SequentialBackend,
+)
 from joblib.parallel import cpu_count
 
 from oomguard.executor import Executor
@@ -51,6 +58,7 @@ class _Reusable:
     lock = threading.Lock()
     executor: Executor | None = None
     key: tuple[Any, ...] | None = None
+    retired: ClassVar[list[Executor]] = []  # replaced or dropped, perhaps still ending their tasks
 
     @classmethod
     def get(cls, n_jobs: int, options: dict[str, Any]) -> Executor:
@@ -61,6 +69,7 @@ class _Reusable:
             if cls.executor is None or cls.key != key or cls.executor._broken:
                 if cls.executor is not None and cls.key is not None and cls.key[0] == key[0]:
                     cls.executor.shutdown(wait=False, cancel_futures=True)
+                    cls.retired.append(cls.executor)
                 cls.executor = Executor(max_workers=n_jobs, **options)
                 cls.key = key
             return cls.executor
@@ -69,14 +78,16 @@ class _Reusable:
     def shutdown(cls, wait: bool) -> None:
         with cls.lock:
             executor, cls.executor, cls.key = cls.executor, None, None
-        if executor is not None:
-            executor.shutdown(wait=wait)
+            retired, cls.retired = cls.retired, []
+        for each in [*retired, *([executor] if executor is not None else [])]:
+            each.shutdown(wait=wait)
 
     @classmethod
     def drop(cls, executor: Executor) -> None:
         with cls.lock:
             if cls.executor is executor:
                 cls.executor, cls.key = None, None
+            cls.retired.append(executor)
         executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -118,6 +129,15 @@ class OomguardBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
         """``initializer``/``initargs``: run once in each worker (Parallel's own options);
         ``memmapping``: joblib's options for its loky backend's shared arrays
         (``max_nbytes``, ``mmap_mode``, ``temp_folder``): arrays travel by pickle here."""
+        if mp.current_process().daemon:
+            # a daemonic process (a multiprocessing pool's worker) may have no children,
+            # and is killed without an exit: as loky's backend does, run the calls here
+            warnings.warn(
+                "oomguard-backed parallel loops cannot run in a daemonic process "
+                "(a multiprocessing worker): running them sequentially",
+                stacklevel=3,
+            )
+            raise FallbackToBackend(SequentialBackend(nesting_level=self.nesting_level))
         n_jobs = self.effective_n_jobs(n_jobs)
         options = dict(self.options)
         if initializer is not None:

@@ -11,8 +11,12 @@ reason each; ``strict``: one that starts passing fails until it is taken off the
 
 from __future__ import annotations
 
+import gc
+import multiprocessing
+import multiprocessing.util
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +24,7 @@ import pytest
 joblib_tests = pytest.importorskip("joblib.test")
 import joblib  # noqa: E402
 
-import oomguard.joblib  # noqa: E402, F401 - registers the backend
+import oomguard.joblib  # noqa: E402 - registers the backend
 
 BACKENDS_LINE = 'PROCESS_BACKENDS = ["multiprocessing", "loky"]'
 
@@ -30,6 +34,12 @@ _FRESH = (
     "joblib's registry of backends is per process"
 )
 _MEMMAP = "asserts that arrays reach workers memory-mapped: oomguard sends them by pickle"
+# joblib tests not run, and why
+NOT_RUN = {
+    "oomguard-oomguard": "a Parallel call with the oomguard backend inside an oomguard worker "
+    "starts an executor there, which its worker's end kills before it can remove its cgroup "
+    "and temporary directory (left for the next run's sweep): not yet fixed",
+}
 EXPECTED_FAILURES: dict[str, str] = {
     "test_nested_loop[loky-oomguard]": _FRESH,
     "test_nested_loop[back_compat_backend-oomguard]": _FRESH,
@@ -62,3 +72,16 @@ _suite = load_joblib_suite()
 for _name, _value in vars(_suite).items():
     if not _name.startswith("__"):
         globals().setdefault(_name, _value)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def multiprocessing_cleaned_up() -> Iterator[None]:
+    """What joblib's tests leave for the interpreter's exit (a Manager per initializer test,
+    multiprocessing's fork server, their temporary directories), gone with the module."""
+    yield
+    oomguard.joblib.shutdown()
+    gc.collect()  # a Manager no test holds any more shuts its process down
+    for child in multiprocessing.active_children():  # those a test still holds
+        child.terminate()
+        child.join(timeout=10)
+    multiprocessing.util._cleanup_tests()  # type: ignore[attr-defined]
