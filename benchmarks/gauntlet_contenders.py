@@ -159,6 +159,36 @@ def run_oomguard(items: list[dict[str, Any]], rec: Recorder, side_lane: bool = F
     )
 
 
+def run_oomguard_executor(items: list[dict[str, Any]], rec: Recorder) -> None:
+    """The same items through oomguard.Executor, as a ProcessPoolExecutor program would
+    submit them (only the import changed)."""
+    from concurrent.futures import as_completed
+
+    from oomguard import Executor, OomKilled
+
+    given_up = []
+    with Executor(max_workers=WORKERS) as pool:
+        futures = {pool.submit(process, item): item["index"] for item in items}
+        for future in as_completed(futures):
+            try:
+                rec.add(future.result()["index"])
+            except OomKilled:
+                given_up.append(futures[future])
+    rec.error = f"{len(given_up)} quarantined: " + ", ".join(f"{i}:oom_killed" for i in given_up)
+
+
+def run_loky(items: list[dict[str, Any]], rec: Recorder) -> None:
+    from concurrent.futures import as_completed
+
+    from loky import get_reusable_executor
+
+    pool = get_reusable_executor(max_workers=WORKERS)
+    futures = [pool.submit(process, item) for item in items]
+    for future in as_completed(futures):
+        rec.add(future.result()["index"])
+    pool.shutdown()
+
+
 def run_poison(items: list[dict[str, Any]], rec: Recorder) -> None:
     """One poison item alone, in-process: how long it takes to grow to the cap and be killed."""
     for item in items:
@@ -179,7 +209,9 @@ def run_oomguard_with_side_lane(items: list[dict[str, Any]], rec: Recorder) -> N
 CONTENDERS = {
     "oomguard": run_oomguard,
     "oomguard (side_lane=True)": run_oomguard_with_side_lane,
+    "oomguard.Executor": run_oomguard_executor,
     "ProcessPoolExecutor": run_ppe,
+    "loky": run_loky,
     "multiprocessing.Pool": run_mp_pool,
     "joblib": run_joblib,
     "pebble": run_pebble,

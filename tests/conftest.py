@@ -94,6 +94,13 @@ def _our_cgroups() -> set[str]:
         return set()
 
 
+def _described(process: psutil.Process) -> tuple[int, str]:
+    try:
+        return process.pid, " ".join(process.cmdline())[:200] or process.name()
+    except psutil.Error:
+        return process.pid, "?"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """After the whole suite: no cgroup, child process or temp entry the tests made remains.
@@ -123,7 +130,7 @@ def nothing_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
         shutil.rmtree(private, ignore_errors=True)
     problems = []
     if children:
-        problems.append(f"child processes still running: {[(p.pid, p.name()) for p in children]}")
+        problems.append(f"child processes still running: {[_described(p) for p in children]}")
     if leftover_cgroups:
         problems.append(f"cgroups left behind: {sorted(leftover_cgroups)}")
     if leftover_temp:

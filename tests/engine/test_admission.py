@@ -59,6 +59,24 @@ def test_unknown_items_start_conservative_then_tighten() -> None:
     assert admission.admits(10_000 * MiB, 90 * MiB, in_flight=0)  # one batch may always run
 
 
+def test_each_kind_of_item_has_its_own_cost() -> None:
+    """An executor's tasks of two functions: the small one is not admitted at the big one's
+    cost, nor the big one at the small one's."""
+    from oomguard.engine.items import Batch, Item
+
+    admission = Admission(
+        AdmissionConfig(warmup_batches=3, unknown_share=0.25, sequential=True), 1000 * MiB
+    )
+    big, small = (Batch([Item(0, None, 100, kind=kind)]) for kind in ("big", "small"))
+    for _ in range(5):
+        admission.learn(big, 300 * MiB)
+        admission.learn(small, 2 * MiB)
+    assert admission.predict_batch(big) >= 290 * MiB
+    assert admission.predict_batch(small) <= 3 * MiB
+    assert admission.predict_batch(Batch([Item(0, None, 100, kind="new")])) == 250 * MiB
+    assert admission.observed == 10
+
+
 def test_pause_and_resume_have_hysteresis() -> None:
     admission = Admission(
         AdmissionConfig(target=0.80, high_water=0.85, psi_some_avg10=40), budget=1000

@@ -12,6 +12,9 @@ A per-item function runs a batch's items one at a time (``sequential``), so a ba
 what its biggest item needs, not the sum: there a batch's cost is learned as the cost of
 one item (and per byte of its largest item), and a batch of any length is predicted at
 that cost (by its largest item's bytes).
+Items of different kinds (an executor's tasks: one kind per function, ``Item.kind``) have
+a cost model each, so a small function's tasks are not admitted at a big one's cost; a
+batch is counted as its first item's kind.
 Only batches that finished teach the model: a poison item's death says nothing about the
 others, and is the recovery ladder's business. Until a few batches are measured, a batch
 is assumed to need ``unknown_share`` of the budget: conservative, then tighter.
@@ -173,7 +176,8 @@ class Admission:
     def __init__(self, config: AdmissionConfig, budget: int) -> None:
         self.config = config
         self.budget = budget
-        self.costs = CostModel(config.cost_quantile)
+        self.costs = CostModel(config.cost_quantile)  # items of no kind (a Job's)
+        self._kinds: dict[str, CostModel] = {}
         self.paused = False
         self.pauses = 0
         self.pause_reason = ""  # why intake is paused, for a person ("working set 86% of cap")
@@ -189,19 +193,35 @@ class Admission:
             return 1, batch.largest_item_bytes
         return times * len(batch.items), times * batch.size_bytes
 
+    def model(self, batch: Batch) -> CostModel:
+        """The cost model of ``batch``'s kind of work (its first item's)."""
+        kind = batch.items[0].kind if batch.items else ""
+        if not kind:
+            return self.costs
+        model = self._kinds.get(kind)
+        if model is None:
+            model = self._kinds[kind] = CostModel(self.config.cost_quantile)
+        return model
+
+    @property
+    def observed(self) -> int:
+        """Batches measured, of every kind."""
+        return self.costs.observed + sum(m.observed for m in self._kinds.values())
+
     def predict_batch(self, batch: Batch, times: int = 1) -> int:
-        return self.predict(*self.sizes(batch, times))
+        return self.predict(*self.sizes(batch, times), model=self.model(batch))
 
     def learn(self, batch: Batch, cost: int) -> None:
         """A batch that finished cost this many bytes over its worker's start."""
-        self.costs.observe(*self.sizes(batch), cost)
+        self.model(batch).observe(*self.sizes(batch), cost)
 
-    def predict(self, items: int, size: int) -> int:
-        learned = self.costs.predict(items, size)
+    def predict(self, items: int, size: int, model: CostModel | None = None) -> int:
+        model = model or self.costs
+        learned = model.predict(items, size)
         conservative = int(self.config.unknown_share * self.budget)
         if learned is None:
             return conservative
-        if self.costs.observed < self.config.warmup_batches:
+        if model.observed < self.config.warmup_batches:
             return max(learned, conservative)
         return learned
 
@@ -224,9 +244,10 @@ class Admission:
     def likely_fits_beside(self, batch: Batch, share: int) -> bool:
         """Whether ``batch`` most likely fits ``share`` bytes of side room (the median cost,
         once the model is warm): a held batch that does not is stalled and stopped."""
-        if self.costs.observed < self.config.warmup_batches:
+        model = self.model(batch)
+        if model.observed < self.config.warmup_batches:
             return False
-        typical = self.costs.predict(*self.sizes(batch), typical=True)
+        typical = model.predict(*self.sizes(batch), typical=True)
         return typical is not None and typical <= share  # the known cost is checked first
 
     def crowded(self, predicted_total: int) -> bool:

@@ -47,7 +47,9 @@ class JobConfig:
     max_batch_size: int = 1000
     batch_seconds: float = 0.5  # adaptive: the batch duration aimed at
     max_bytes: int = 5_000_000  # bytes per batch, by item size (the PDF ingestion's)
-    max_wait_ms: int = 5000  # a partial batch waits at most this long for more items
+    # a partial batch waits at most this long for more items; 0: it goes as soon as a worker
+    # is free with whatever is there (the executor's: a lone task never waits)
+    max_wait_ms: int = 5000
     timeout: float | None = None  # seconds per batch attempt; None: no limit
     crash_retries: int = 2  # timeout / worker_crash retries before bisecting
     error_retries: int = 0  # exceptions in user code are not retried by default
@@ -122,7 +124,7 @@ class JobConfig:
             value = getattr(self, name)
             if value <= 0:
                 raise ConfigError(f"invalid {name} {value!r}: expected a number above 0")
-        for name in ("commit_interval", "psi_threshold", "malloc_trim_threshold"):
+        for name in ("commit_interval", "psi_threshold", "malloc_trim_threshold", "max_wait_ms"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigError(f"invalid {name} {value!r}: expected a number >= 0")
@@ -169,7 +171,6 @@ _POSITIVE = (
     "max_batch_size",
     "batch_seconds",
     "max_bytes",
-    "max_wait_ms",
     "sample_interval",
     "parquet_buffer_bytes",
     "recycle_rss_growth",
@@ -293,3 +294,25 @@ def load_toml(path: Path) -> dict[str, Any]:
             + ", ".join(sorted(CONFIG_KEYS))
         )
     return {k: v for k, v in table.items() if k != "job"}
+
+
+def resolve_memory(spec: str | int | None) -> int:
+    """The job's cap in bytes: ``spec`` (a size, or a share of the budget: "60%"), or 90%
+    of the effective budget; one that cannot run, or more than the budget, is refused."""
+    from oomguard.memory.budget import effective_budget
+
+    budget = effective_budget().bytes
+    if spec is None:
+        return int(budget * DEFAULT_MEMORY_FRACTION)
+    memory = parse_size(spec, budget=budget, what="memory")
+    if memory < MIN_MEMORY:
+        raise ConfigError(  # above it, what an idle worker holds is measured (pool.py)
+            f"the cap of {format_size(memory)} is below the {format_size(MIN_MEMORY)} a "
+            "job needs at the least (an idle worker's interpreter takes tens of MiB)"
+        )
+    if memory > budget:
+        raise ConfigError(
+            f"invalid memory {format_size(memory)}: more than the effective budget of "
+            f"{format_size(budget)} (see 'oomguard doctor')"
+        )
+    return memory

@@ -120,8 +120,10 @@ class Intake:
         )
 
     def open_deadline(self) -> float | None:
-        """When the open batch is old enough to go, partial (monotonic); None if none."""
-        if not self.open_items:
+        """When the open batch is old enough to go, partial (monotonic); None if none, or
+        with ``max_wait_ms = 0`` (it goes with the next free worker, whose freeing wakes
+        the loop anyway)."""
+        if not self.open_items or self.config.max_wait_ms == 0:
             return None
         return self.open_since + self.config.max_wait_ms / 1000
 

@@ -20,6 +20,9 @@ class Item:
     size: int  # bytes: the serialized size, or the file size for a directory source
     error: str | None = None  # set when the input itself could not be read (bad line)
     label: str | None = None  # its name for a person: a file's path, a label field's value
+    # what costs alike: admission learns a cost model per kind (an executor's task: its
+    # function's name); a Job's items are all of one kind, ""
+    kind: str = ""
 
 
 _batch_ids = itertools.count(1)

@@ -135,7 +135,7 @@ class RunSummary:
                 "target": self.config.target,
                 "pauses": self.admission.pauses,
                 "in_flight_limit": self.concurrency.limit,
-                "cost_observations": self.admission.costs.observed,
+                "cost_observations": self.admission.observed,
             },
             "backend": self.backend.summary(),
             "events": list(self.ledger.events),
