@@ -8,6 +8,7 @@ prints their one-line message and exits with code 2, without a traceback.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 class OomguardError(Exception):
@@ -71,3 +72,28 @@ class Terminated(KeyboardInterrupt):
 class OomguardWarning(UserWarning):
     """Something oomguard does on purpose but a user should know (a clamped option, an
     endpoint without authentication on a public address); the CLI prints one line."""
+
+
+class OomKilled(OomguardError, MemoryError):
+    """A task's process was killed for memory (by the kernel at its cgroup's cap, or by
+    the watchdog) on every rung of the ladder; ``evidence`` says where and how (the node,
+    the worker's pid and signal, the cap, the kernel's report)."""
+
+    def __init__(self, message: str, evidence: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.evidence = evidence or {}
+
+    def __reduce__(self) -> tuple[type[OomKilled], tuple[str, dict[str, Any]]]:
+        return (type(self), (str(self), self.evidence))
+
+
+class WorkerCrashed(OomguardError):
+    """A task's process died of something other than memory (a signal, a hard exit) on
+    every retry; ``evidence`` says which process and how it ended."""
+
+    def __init__(self, message: str, evidence: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.evidence = evidence or {}
+
+    def __reduce__(self) -> tuple[type[WorkerCrashed], tuple[str, dict[str, Any]]]:
+        return (type(self), (str(self), self.evidence))
