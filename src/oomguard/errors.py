@@ -74,26 +74,74 @@ class OomguardWarning(UserWarning):
     endpoint without authentication on a public address); the CLI prints one line."""
 
 
+# ---------------------------------------------------------------- the executor's futures
+#
+# What a future of :class:`oomguard.Executor` raises when the recovery ladder gave up on its
+# task. Each is also a stdlib type, so code written for ProcessPoolExecutor still catches it.
+
+
 class OomKilled(OomguardError, MemoryError):
-    """A task's process was killed for memory (by the kernel at its cgroup's cap, or by
-    the watchdog) on every rung of the ladder; ``evidence`` says where and how (the node,
-    the worker's pid and signal, the cap, the kernel's report)."""
+    """The task was OOM-killed on every rung of the ladder (retried, then retried alone with
+    the whole budget): it needs more than the cap. A MemoryError, so ``except MemoryError``
+    still catches it. ``peak_mb``: the most its worker held; ``cap_mb``: the job's cap;
+    ``kernel_log``: the kernel's lines on the kill, where they could be read."""
 
-    def __init__(self, message: str, evidence: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        peak_mb: float | None = None,
+        cap_mb: float | None = None,
+        kernel_log: tuple[str, ...] = (),
+        evidence: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
-        self.evidence = evidence or {}
+        self.peak_mb = peak_mb
+        self.cap_mb = cap_mb
+        self.kernel_log = tuple(kernel_log)
+        self.evidence = evidence or {}  # the whole record (on a cluster: which node)
 
-    def __reduce__(self) -> tuple[type[OomKilled], tuple[str, dict[str, Any]]]:
-        return (type(self), (str(self), self.evidence))
+    def __reduce__(self) -> tuple[type[OomKilled], tuple[object, ...]]:
+        state = (str(self), self.peak_mb, self.cap_mb, self.kernel_log, self.evidence)
+        return (type(self), state)
 
 
 class WorkerCrashed(OomguardError):
-    """A task's process died of something other than memory (a signal, a hard exit) on
-    every retry; ``evidence`` says which process and how it ended."""
+    """The task's worker died on each try without an OOM kill (a segfault, ``os._exit``).
+    ``signal``: the signal that killed it (None when it exited); ``returncode``: its exit."""
 
-    def __init__(self, message: str, evidence: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        signal: int | None = None,
+        returncode: int | None = None,
+        evidence: dict[str, Any] | None = None,
+    ):
         super().__init__(message)
-        self.evidence = evidence or {}
+        self.signal = signal
+        self.returncode = returncode
+        self.evidence = evidence or {}  # the whole record (on a cluster: which node)
 
-    def __reduce__(self) -> tuple[type[WorkerCrashed], tuple[str, dict[str, Any]]]:
-        return (type(self), (str(self), self.evidence))
+    def __reduce__(self) -> tuple[type[WorkerCrashed], tuple[object, ...]]:
+        return (type(self), (str(self), self.signal, self.returncode, self.evidence))
+
+
+class TaskTimeout(OomguardError, TimeoutError):
+    """The task ran past the executor's ``timeout`` on each try (a TimeoutError)."""
+
+
+class TaskFailed(OomguardError):
+    """The task failed in a way that left no exception object to re-raise (a result that
+    could not be pickled back, say); the message holds the remote type and text."""
+
+
+def _broken_base() -> type[Exception]:
+    # imported here, not at the top: concurrent.futures.process costs every command ~8 ms
+    from concurrent.futures.process import BrokenProcessPool
+
+    return BrokenProcessPool
+
+
+class ExecutorBroken(OomguardError, _broken_base()):  # type: ignore[misc]
+    """The executor cannot run anything: its workers' initializer failed, or the engine
+    stopped (it could not make cgroups, say). Every future not done raises it, and so does
+    ``submit``. A ``BrokenProcessPool``, as ProcessPoolExecutor's would be."""

@@ -25,7 +25,8 @@ import cloudpickle
 from oomguard.classify import Status
 from oomguard.dask.calls import FUNCTION
 from oomguard.dask.node import NodeEngine, NodeResult
-from oomguard.errors import OomKilled, WorkerCrashed
+from oomguard.errors import OomKilled, TaskFailed, WorkerCrashed
+from oomguard.sizes import mib
 
 CALL_SPEC: dict[str, Any] = {
     "function": FUNCTION,
@@ -56,7 +57,9 @@ class NodeExecutor(Executor):
     def _call(self, payload: bytes) -> Any:
         memory_deaths = crashes = 0
         alone = False
-        for attempt in itertools.count(1):
+        attempt = 0
+        while True:
+            attempt += 1
             result = self.engine.run(
                 self.spec, next(self._ids), [(0, payload)], alone=alone, attempt=attempt
             )
@@ -64,38 +67,43 @@ class NodeExecutor(Executor):
                 return unwrap(result)
             if result.status == Status.OOM_KILLED:
                 if alone:
-                    raise OomKilled(oom_message(result, attempt), result.evidence)
+                    raise oom_killed(result, attempt)
                 memory_deaths += 1
                 alone = memory_deaths >= 2
             else:
                 crashes += 1
                 if crashes > self.crash_retries:
-                    raise WorkerCrashed(crash_message(result, attempt), result.evidence)
-        raise AssertionError("unreachable")
+                    raise crashed(result, attempt)
 
 
 def unwrap(result: NodeResult) -> Any:
     """The call's value, or its own exception raised again."""
     if result.item_failures:  # the worker could not even return the outcome (not picklable)
         failure = result.item_failures[0]
-        raise WorkerCrashed(f"{failure.error.get('type')}: {failure.error.get('message')}")
+        raise TaskFailed(f"{failure.error.get('type')}: {failure.error.get('message')}")
     ok, value = cloudpickle.loads(result.results[0].values[0])  # type: ignore[index]
     if not ok:
         raise value
     return value
 
 
-def oom_message(result: NodeResult, attempts: int) -> str:
-    cap = result.evidence.get("node_cap_mb")
-    return (
+def oom_killed(result: NodeResult, attempts: int) -> OomKilled:
+    evidence = result.evidence
+    cap = evidence.get("node_cap_mb")
+    message = (
         f"killed for memory on node {result.node} (pid {result.worker_pid}, cap {cap} MiB), "
         f"{attempts} attempts, the last alone"
     )
+    peak = mib(result.peak) if result.peak is not None else None
+    kernel = tuple(evidence.get("kernel_log", ()))
+    return OomKilled(message, peak, cap, kernel, evidence=evidence)
 
 
-def crash_message(result: NodeResult, attempts: int) -> str:
-    code = result.evidence.get("returncode")
-    return (
+def crashed(result: NodeResult, attempts: int) -> WorkerCrashed:
+    evidence = result.evidence
+    code = evidence.get("returncode")
+    message = (
         f"the task's process died on node {result.node} (pid {result.worker_pid}, exit code "
         f"{code}), {attempts} attempts"
     )
+    return WorkerCrashed(message, evidence.get("signal"), code, evidence=evidence)

@@ -17,6 +17,7 @@ next timeout all judge that one moment), then, in order:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from oomguard.engine.admission import Admission
 from oomguard.engine.aimd import Aimd
@@ -58,6 +59,8 @@ class Dispatch:
         self.ledger = ledger
         self.monitor = monitor
         self.usage: int | None = None  # the job's memory, as this turn's dispatch read it
+        # an embedding's hook (engine/hooks.py): what of a batch to send, just before it goes
+        self.before_send: Callable[[Batch], Batch | None] | None = None
 
     def job_usage(self) -> int | None:
         """The job's working set now (what it holds less the page cache the kernel may
@@ -171,6 +174,11 @@ class Dispatch:
     def send(self, worker: WorkerHandle, batch: Batch, prediction: int = 0, held: int = 0) -> None:
         """Start ``batch`` on ``worker``; ``held``: the worker is held (the side lane) at its
         memory now plus this many bytes."""
+        if self.before_send is not None:
+            kept = self.before_send(batch)
+            if kept is None:
+                return  # nothing of it is to run (the executor's cancelled futures)
+            batch = kept
         batch.attempt += 1
         now = time.monotonic()
         try:

@@ -18,11 +18,10 @@ from typing import Any
 
 from oomguard.engine.artifacts import make_run_dir, open_private
 from oomguard.engine.config import (
-    DEFAULT_MEMORY_FRACTION,
-    MIN_MEMORY,
     JobConfig,
     fit_workers,
     normalise,
+    resolve_memory,
 )
 from oomguard.engine.fork_server import ForkServer, boot, release
 from oomguard.engine.handles import worker_env
@@ -41,9 +40,7 @@ from oomguard.journal.store import JOURNAL_NAME, Journal
 from oomguard.limits.cgroup import CgroupLimiter, sweep_stale_groups
 from oomguard.limits.process import protect_supervisor, read_oom_score_adj, set_oom_score_adj
 from oomguard.limits.select_limiter import open_limiter
-from oomguard.memory.budget import effective_budget
 from oomguard.metrics.exporter import check_endpoint
-from oomguard.sizes import format_size, parse_size
 
 EXIT_OK = 0
 EXIT_QUARANTINED = 3
@@ -151,21 +148,7 @@ class Job:
         self.config.validate()
 
     def resolve_memory(self) -> int:
-        budget = effective_budget().bytes
-        if self.memory_spec is None:
-            return int(budget * DEFAULT_MEMORY_FRACTION)
-        memory = parse_size(self.memory_spec, budget=budget, what="memory")
-        if memory < MIN_MEMORY:
-            raise ConfigError(
-                f"invalid memory {format_size(memory)}: below the {format_size(MIN_MEMORY)} a "
-                "job needs at the least (one worker's interpreter takes tens of MiB)"
-            )
-        if memory > budget:
-            raise ConfigError(
-                f"invalid memory {format_size(memory)}: more than the effective budget of "
-                f"{format_size(budget)} (see 'oomguard doctor')"
-            )
-        return memory
+        return resolve_memory(self.memory_spec)
 
     def run(self, *, force: bool = False, only: RangeSet | None = None) -> RunResult:
         """Run to the end, or resume: a run directory with a journal carries on where it stopped.

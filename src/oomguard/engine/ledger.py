@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,8 @@ class Ledger:
         self._attempts: list[dict[str, Any]] = []
         self._events: list[dict[str, Any]] = []
         self._quarantine_file = open_private(run_dir / "quarantine.jsonl", "a")
+        # an embedding's hook (engine/hooks.py), told of each quarantined item at once
+        self.on_quarantine: Callable[[Item, Status, dict[str, Any]], None] | None = None
 
     def event(self, name: str, *, at: float | None = None, **fields: Any) -> None:
         """A change of state, journaled with the next checkpoint (``at``: when, if not now)."""
@@ -96,6 +99,8 @@ class Ledger:
         self.counters.quarantined[str(status)] += 1
         if isinstance(self.writer, OrderedWriter):
             self.writer.skip(item.index)
+        if self.on_quarantine is not None:
+            self.on_quarantine(item, status, evidence)
 
     def record_attempt(
         self,

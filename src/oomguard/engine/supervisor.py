@@ -43,6 +43,7 @@ from oomguard.engine.backend_link import BackendLink
 from oomguard.engine.config import JobConfig
 from oomguard.engine.dispatch import Dispatch
 from oomguard.engine.fork_server import ForkServer
+from oomguard.engine.hooks import RunHooks
 from oomguard.engine.intake import Intake
 from oomguard.engine.ledger import Ledger
 from oomguard.engine.monitor import Monitor
@@ -79,12 +80,16 @@ class Supervisor:
         done: RangeSet | None = None,
         only: RangeSet | None = None,
         fork_server: ForkServer | OSError | None = None,
+        hooks: RunHooks | None = None,
+        worker_setup: bytes | None = None,
     ) -> None:
         """``fork_server``: booted by the caller as early as it could (its interpreter
         starts while the run is set up), the error if it could not start, None where
         workers start as fresh interpreters (``start_method = "spawn"``). The caller
         releases it after the run (kept for its next job, engine/fork_server.py); the
-        pool closes it only when it is lost."""
+        pool closes it only when it is lost. ``hooks``: an embedding's (engine/hooks.py);
+        ``worker_setup``: a pickled ``(callable, args)`` each worker runs once before it
+        takes work (the executor's initializer); its failure stops the run."""
         self.config = config
         self.limiter = limiter
         self.run_dir = run_dir
@@ -100,10 +105,14 @@ class Supervisor:
             "sys_path": [*filter(None, [config.import_path]), os.getcwd(), *sys.path],
             "trim": config.trim,
             "rlimit_as": config.rlimit_as,
+            "setup": worker_setup,
         }
         self.selector = selectors.DefaultSelector()
         self._build_state(source, sink, spec, done, only, fork_server)
         self._build_logic(spec)
+        if hooks is not None:
+            self.dispatch.before_send = hooks.sending
+            self.ledger.on_quarantine = hooks.quarantined
         self.exporter: Exporter | None = None
         self.session = 0
         self.interrupted = False

@@ -292,6 +292,14 @@ def main(argv: list[str]) -> int:
         kill_descendants()  # nothing an item started outlives its worker
 
 
+def run_setup(setup: bytes | None) -> None:
+    """An embedding's setup, run once before the worker says ready: a pickled
+    ``(callable, args)`` (the executor's initializer, engine/hooks.py)."""
+    if setup is not None:
+        function, args = pickle.loads(setup)  # noqa: S301 - from the supervisor, over its own socket
+        function(*args)
+
+
 def run_worker(argv: list[str]) -> int:
     conn = Connection(int(argv[0]))
     slot_fd = int(argv[1])
@@ -306,6 +314,14 @@ def run_worker(argv: list[str]) -> int:
     sys.path[:0] = [p for p in spec["sys_path"] if p not in sys.path]
     if spec.get("rlimit_as"):
         apply_rlimit_as(spec["rlimit_as"])  # the coarse guard where no cgroup can be written
+    try:
+        run_setup(spec.get("setup"))
+    except BaseException as exc:
+        import traceback
+
+        text = "".join(traceback.format_exception(exc))[-8000:]
+        conn.send((protocol.FATAL, f"the workers' initializer failed:\n{text}"))
+        return 1
     try:
         loop = WorkerLoop(conn, spec, slot)
     except BaseException as exc:
