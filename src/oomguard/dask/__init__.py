@@ -17,14 +17,20 @@ Needs ``distributed`` (``pip install "oomguard[dask]"``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from oomguard.dask.plugin import BATCHES, NAME, OomguardPlugin
+from oomguard._lazy import lazy_exports
 from oomguard.errors import ConfigError
 from oomguard.limits.select_limiter import MODES
 from oomguard.sizes import parse_size
 
-__all__ = ["BATCHES", "NAME", "OomguardPlugin", "install"]
+# distributed is imported when first needed: a job's configuration checks a cluster
+# address (oomguard.dask.address) without it
+__getattr__ = lazy_exports(__name__, {"OomguardPlugin": "oomguard.dask.plugin"})
+__all__ = ["OomguardPlugin", "install"]
+
+if TYPE_CHECKING:
+    from oomguard.dask.plugin import OomguardPlugin
 
 
 def install(
@@ -49,6 +55,8 @@ def install(
         raise ConfigError(f"invalid limiter {limiter!r}: expected one of {', '.join(MODES)}")
     if workers is not None and workers < 1:
         raise ConfigError(f"invalid workers {workers}: at least 1")
+    from oomguard.dask.plugin import NAME, OomguardPlugin
+
     plugin = OomguardPlugin(
         parse_size(memory) if memory is not None else None,
         workers,

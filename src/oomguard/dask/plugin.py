@@ -26,7 +26,7 @@ NAME = "oomguard"  # the plugin's name, and the plain tasks' executor
 BATCHES = "oomguard-node"  # the executor of a driver's batch tasks
 
 
-class OomguardPlugin(WorkerPlugin):
+class OomguardPlugin(WorkerPlugin):  # type: ignore[misc]
     name = NAME
     idempotent = False  # a second install() replaces the first (a new budget, say)
 
