@@ -42,6 +42,8 @@ class DaskCluster:
     def start_scheduler(self, port: int | None = None) -> None:
         port = port or free_port()
         self.address = f"tcp://127.0.0.1:{port}"
+        # a batch whose node died comes back to the driver at once (oomguard sends it on)
+        self.env["DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES"] = "0"
         self.scheduler = self._spawn(
             "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"
         )

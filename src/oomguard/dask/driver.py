@@ -53,6 +53,7 @@ from oomguard.journal.ranges import RangeSet
 from oomguard.journal.store import Journal, JournalLost
 
 IDLE_WAIT = 0.5  # seconds the loop waits at most when nothing is due sooner
+FETCH_TIMEOUT = 10.0  # seconds to fetch a finished batch's report before it counts as lost
 NODE_CHECK = 0.5  # seconds between looks at which nodes the scheduler has
 
 
@@ -207,14 +208,22 @@ class ClusterDriver:
 
     def handle(self, future: Any, flight: Flight) -> None:
         """One settled future: an attempt's report, or the loss of its node."""
+        error: BaseException | None = None
         if future.status == "finished":
-            result: NodeResult = future.result()
-            status = self.settle.result(flight.batch, result, flight.alone)
-            self.nodes.note_attempt(result, flight.batch, status)
-            return
-        error = future.exception() if future.status == "error" else None
+            try:  # its report is fetched from its node, which may be gone since
+                result: NodeResult = future.result(timeout=FETCH_TIMEOUT)
+            except Exception as lost:
+                error = lost
+            else:
+                status = self.settle.result(flight.batch, result, flight.alone)
+                self.nodes.note_attempt(result, flight.batch, status)
+                return
+        elif future.status == "error":
+            error = future.exception()
         if isinstance(error, OomguardError):
             raise error  # the function does not load on the node: the run stops, as here
+        assert self.cluster is not None
+        self.nodes.refresh(self.cluster.client, self.ledger)  # no batch goes to a gone node
         reason = self.nodes.loss_reason(self.cluster, flight.node, error)
         self.ledger.event(
             "batch_lost",
