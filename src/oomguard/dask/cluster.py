@@ -26,6 +26,7 @@ from oomguard.dask.plugin import NAME, OomguardPlugin
 from oomguard.engine.config import JobConfig
 from oomguard.engine.items import Batch
 from oomguard.engine.ledger import Ledger
+from oomguard.errors import OomguardError
 
 CONNECT_TIMEOUT = 30.0  # seconds to reach the scheduler
 NODES_TIMEOUT = 120.0  # seconds for a first node to join
@@ -110,6 +111,7 @@ class NodeTable:
         self.lost: dict[str, str] = {}  # node -> the reason Dask gave
         self.checked = 0.0
         self.seen = False  # the first look: the nodes there at the start join no one
+        self.away_since: float | None = None  # no scheduler, or no node, since (monotonic)
 
     def names(self) -> list[str]:
         return sorted(self.live)
@@ -122,7 +124,10 @@ class NodeTable:
         try:
             now = set(client.scheduler_info(n_workers=-1)["workers"])
         except Exception:
-            return  # the scheduler is away: the client reconnects, the nodes stay as known
+            # the scheduler is away: the client reconnects, the nodes stay as known
+            self.away_since = self.away_since or time.monotonic()
+            return
+        self.away_since = None if now else self.away_since or time.monotonic()
         for gone in sorted(self.live - now):
             reason = removal_reason(client, gone)
             self.lost[gone] = reason
@@ -133,6 +138,14 @@ class NodeTable:
             self.stats.setdefault(new, Counter())
         self.live = now
         self.seen = True
+
+    def check_away(self, limit: float) -> None:
+        """Stop the run (resumable) when there has been no scheduler or no node for ``limit``."""
+        if self.away_since is not None and time.monotonic() - self.away_since > limit:
+            raise OomguardError(
+                f"no Dask scheduler or node for {limit:.0f} s: the run stops (resume it once "
+                "the cluster is back)"
+            )
 
     def with_room(self, per_node: int, flights: Iterable[Any]) -> str | None:
         """The live node with the fewest batches in flight, if it has fewer than ``per_node``."""

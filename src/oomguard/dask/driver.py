@@ -54,6 +54,7 @@ from oomguard.journal.store import Journal, JournalLost
 
 IDLE_WAIT = 0.5  # seconds the loop waits at most when nothing is due sooner
 FETCH_TIMEOUT = 10.0  # seconds to fetch a finished batch's report before it counts as lost
+NODES_AWAY = 120.0  # seconds without a scheduler or a node before the run stops
 NODE_CHECK = 0.5  # seconds between looks at which nodes the scheduler has
 
 
@@ -202,6 +203,7 @@ class ClusterDriver:
         assert self.cluster is not None
         if self.nodes.due(NODE_CHECK):
             self.nodes.refresh(self.cluster.client, self.ledger)
+            self.nodes.check_away(NODES_AWAY)
         self.ledger.maybe_checkpoint(self.config.commit_interval)
         if self.progress.due():
             self.progress.update(self.snapshot())
