@@ -141,11 +141,10 @@ def run_oomguard(
         source=items,
         sink=out,
         run_dir=rec.path.with_suffix(".run"),
-        workers=WORKERS,
         batch_size=1,
         log_format="quiet",
         side_lane=side_lane,
-        **options,
+        **{"workers": WORKERS, **options},
     ).run()
     for line in out.read_text().splitlines():
         rec.done.append(json.loads(line)["result"]["index"])

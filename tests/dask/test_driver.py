@@ -138,3 +138,28 @@ def test_bad_cluster_addresses_are_one_line_errors(tmp_path: Path) -> None:
         assert done.returncode == 2, done.stderr
         assert "invalid cluster" in done.stderr and "Traceback" not in done.stderr
     assert not os.path.exists(tmp_path / "run")
+
+
+def test_the_scheduler_restarted_mid_run(tmp_path: Path) -> None:
+    require_cgroups()
+    gate = Gate(tmp_path, once=True)  # the attempt after the restart passes at once
+    items = [{"kind": "ok", "value": i} for i in range(30)]
+    items[8] = gate.item()
+    source = write_items(tmp_path / "items.jsonl", items)
+    run_dir = tmp_path / "run"
+    with dask_cluster(tmp_path) as cluster:
+        proc = driver(source, run_dir, cluster.address)
+        try:
+            gate.wait_running(proc)
+            port = int(cluster.address.rsplit(":", 1)[1])
+            cluster.kill_scheduler()  # Dask keeps no state across its scheduler's death
+            cluster.start_scheduler(port)  # the nodes and the driver's client reconnect
+            _, stderr = proc.communicate(timeout=180)
+        finally:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    done = results(run_dir)
+    assert set(done) == set(range(30)) and max(done.values()) == 1
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert any(event["event"] == "scheduler_back" for event in summary["events"])

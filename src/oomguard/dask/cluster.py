@@ -40,6 +40,11 @@ class Cluster:
         self.address = address
         self.local = local
         self.scratch = scratch
+        self.plugin: Any = None
+
+    def install(self) -> None:
+        """The node engine on every node, and on each that joins."""
+        self.client.register_plugin(self.plugin, name=NAME)
 
     def submit(self, executor: str, node: str, *args: Any) -> Any:
         import dask
@@ -81,6 +86,7 @@ def open_cluster(config: JobConfig, memory: int, run_dir: Path) -> Cluster:
                 host="127.0.0.1",
                 dashboard_address=None,
                 scheduler_kwargs={"dashboard": False},
+                worker_dashboard_address=None,
                 memory_limit=0,  # the node engine caps memory; Dask's nanny must not
                 local_directory=str(scratch),
             )
@@ -90,11 +96,11 @@ def open_cluster(config: JobConfig, memory: int, run_dir: Path) -> Cluster:
     else:
         client = Client(address, timeout=CONNECT_TIMEOUT)
     cluster = Cluster(client, address, local, scratch)
+    cluster.plugin = OomguardPlugin(
+        node_memory, config.workers, worker_memory=config.worker_memory, limiter=config.limiter
+    )
     try:
-        plugin = OomguardPlugin(
-            node_memory, config.workers, worker_memory=config.worker_memory, limiter=config.limiter
-        )
-        client.register_plugin(plugin, name=NAME)
+        cluster.install()
         client.wait_for_workers(1, timeout=NODES_TIMEOUT)
     except BaseException:
         cluster.close()
@@ -112,6 +118,8 @@ class NodeTable:
         self.checked = 0.0
         self.seen = False  # the first look: the nodes there at the start join no one
         self.away_since: float | None = None  # no scheduler, or no node, since (monotonic)
+        self.scheduler_away = False
+        self.came_back = False
 
     def names(self) -> list[str]:
         return sorted(self.live)
@@ -126,7 +134,12 @@ class NodeTable:
         except Exception:
             # the scheduler is away: the client reconnects, the nodes stay as known
             self.away_since = self.away_since or time.monotonic()
+            self.scheduler_away = True
             return
+        if self.scheduler_away:  # a new scheduler knows no plugin: the driver installs it again
+            self.scheduler_away = False
+            self.came_back = True
+            ledger.event("scheduler_back", nodes=sorted(now))
         self.away_since = None if now else self.away_since or time.monotonic()
         for gone in sorted(self.live - now):
             reason = removal_reason(client, gone)

@@ -204,6 +204,9 @@ class ClusterDriver:
         if self.nodes.due(NODE_CHECK):
             self.nodes.refresh(self.cluster.client, self.ledger)
             self.nodes.check_away(NODES_AWAY)
+            if self.nodes.came_back:
+                self.nodes.came_back = False
+                self.cluster.install()
         self.ledger.maybe_checkpoint(self.config.commit_interval)
         if self.progress.due():
             self.progress.update(self.snapshot())
