@@ -53,6 +53,7 @@ def overhead(count: int) -> None:
             ).run()
             wall = time.monotonic() - start
             manifest = json.loads((Path(tmp) / "run" / "ingest_manifest.json").read_text())
+            manifest = [entry for entry in manifest if "start" in entry]  # attempts, not events
             first = min(entry["start"] for entry in manifest)
             last = max(entry["end"] for entry in manifest)
         rows.append((name, wall, count / (last - first), len(manifest)))
@@ -145,6 +146,7 @@ def _committed(journal: Path, count: int) -> bool:
 def _recovery(run_dir: Path, killed_at: float) -> tuple[float, float, float] | None:
     summary = json.loads((run_dir / "summary.json").read_text())
     manifest = json.loads((run_dir / "ingest_manifest.json").read_text())
+    manifest = [entry for entry in manifest if "start" in entry]
     lost = [e for e in summary["events"] if e["event"] == "batch_lost"]
     if not lost:
         return None
