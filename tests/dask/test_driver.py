@@ -153,7 +153,11 @@ def test_the_scheduler_restarted_mid_run(tmp_path: Path) -> None:
             gate.wait_running(proc)
             port = int(cluster.address.rsplit(":", 1)[1])
             cluster.kill_scheduler()  # Dask keeps no state across its scheduler's death
-            cluster.start_scheduler(port)  # the nodes and the driver's client reconnect
+            for name in list(cluster.nodes):  # its workers close without it: as a service
+                cluster.nodes.pop(name).wait(timeout=120)  # manager would, start them again
+            cluster.start_scheduler(port)  # the driver's client reconnects
+            for name in ("node0", "node1"):
+                cluster.start_node(name)
             _, stderr = proc.communicate(timeout=180)
         finally:
             proc.kill()
