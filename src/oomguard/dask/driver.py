@@ -205,8 +205,7 @@ class ClusterDriver:
             self.nodes.refresh(self.cluster.client, self.ledger)
             self.nodes.check_away(NODES_AWAY)
             if self.nodes.came_back:
-                self.nodes.came_back = False
-                self.cluster.install()
+                self.scheduler_back()
         self.ledger.maybe_checkpoint(self.config.commit_interval)
         if self.progress.due():
             self.progress.update(self.snapshot())
@@ -238,6 +237,20 @@ class ClusterDriver:
             reason=reason,
         )
         self.settle.lost(flight.batch, flight.node, reason)
+
+    def scheduler_back(self) -> None:
+        """A new scheduler knows none of the batches in flight, nor the plugin: every
+        batch goes again, uncounted (nothing of them was committed), and the node engine
+        is installed again."""
+        assert self.cluster is not None
+        self.nodes.came_back = False
+        self.cluster.install()
+        for future, flight in list(self.flights.items()):
+            del self.flights[future]
+            with contextlib.suppress(Exception):
+                future.cancel()
+            self.settle.lost(flight.batch, flight.node, "the scheduler restarted")
+        self.ledger.event("batches_resent", reason="the scheduler restarted")
 
     def snapshot(self) -> Snapshot:
         counters = self.ledger.counters
