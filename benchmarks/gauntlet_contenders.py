@@ -130,7 +130,9 @@ def run_ray(items: list[dict[str, Any]], rec: Recorder) -> None:
     ray.shutdown()
 
 
-def run_oomguard(items: list[dict[str, Any]], rec: Recorder, side_lane: bool = False) -> None:
+def run_oomguard(
+    items: list[dict[str, Any]], rec: Recorder, side_lane: bool = False, **options: Any
+) -> None:
     from oomguard import Job
 
     out = rec.path.with_suffix(".out.jsonl")
@@ -139,10 +141,10 @@ def run_oomguard(items: list[dict[str, Any]], rec: Recorder, side_lane: bool = F
         source=items,
         sink=out,
         run_dir=rec.path.with_suffix(".run"),
-        workers=WORKERS,
         batch_size=1,
         log_format="quiet",
         side_lane=side_lane,
+        **{"workers": WORKERS, **options},
     ).run()
     for line in out.read_text().splitlines():
         rec.done.append(json.loads(line)["result"]["index"])
@@ -206,7 +208,13 @@ def run_oomguard_with_side_lane(items: list[dict[str, Any]], rec: Recorder) -> N
     run_oomguard(items, rec, side_lane=True)
 
 
+def run_oomguard_on_local_cluster(items: list[dict[str, Any]], rec: Recorder) -> None:
+    """Two Dask nodes on this machine, the job's workers and cap shared out between them."""
+    run_oomguard(items, rec, cluster="local:2", workers=WORKERS // 2)
+
+
 CONTENDERS = {
+    "oomguard --cluster local:2": run_oomguard_on_local_cluster,
     "oomguard": run_oomguard,
     "oomguard (side_lane=True)": run_oomguard_with_side_lane,
     "oomguard.Executor": run_oomguard_executor,

@@ -8,6 +8,7 @@ prints their one-line message and exits with code 2, without a traceback.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 class OomguardError(Exception):
@@ -91,27 +92,37 @@ class OomKilled(OomguardError, MemoryError):
         peak_mb: float | None = None,
         cap_mb: float | None = None,
         kernel_log: tuple[str, ...] = (),
+        evidence: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.peak_mb = peak_mb
         self.cap_mb = cap_mb
         self.kernel_log = tuple(kernel_log)
+        self.evidence = evidence or {}  # the whole record (on a cluster: which node)
 
     def __reduce__(self) -> tuple[type[OomKilled], tuple[object, ...]]:
-        return (type(self), (str(self), self.peak_mb, self.cap_mb, self.kernel_log))
+        state = (str(self), self.peak_mb, self.cap_mb, self.kernel_log, self.evidence)
+        return (type(self), state)
 
 
 class WorkerCrashed(OomguardError):
     """The task's worker died on each try without an OOM kill (a segfault, ``os._exit``).
     ``signal``: the signal that killed it (None when it exited); ``returncode``: its exit."""
 
-    def __init__(self, message: str, signal: int | None = None, returncode: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        signal: int | None = None,
+        returncode: int | None = None,
+        evidence: dict[str, Any] | None = None,
+    ):
         super().__init__(message)
         self.signal = signal
         self.returncode = returncode
+        self.evidence = evidence or {}  # the whole record (on a cluster: which node)
 
     def __reduce__(self) -> tuple[type[WorkerCrashed], tuple[object, ...]]:
-        return (type(self), (str(self), self.signal, self.returncode))
+        return (type(self), (str(self), self.signal, self.returncode, self.evidence))
 
 
 class TaskTimeout(OomguardError, TimeoutError):

@@ -129,6 +129,12 @@ def default(name: str) -> str:
     "--metrics-addr", default=None, help=f"Address for --metrics-port {default('metrics_addr')}."
 )
 @click.option(
+    "--cluster",
+    default=None,
+    help="Run the batches on a Dask cluster: its scheduler's address (tcp://host:8786), or "
+    "local:N for N Dask worker processes here; --memory and --workers are then each node's.",
+)
+@click.option(
     "--overwrite",
     is_flag=True,
     default=False,
@@ -196,13 +202,22 @@ def _finish(run: Callable[[], Any]) -> None:
 
 def _print_result(result: Any) -> None:
     summary = result.summary
-    click.echo(
-        f"oomguard: {result.succeeded} items done, {len(result.quarantined)} quarantined, "
-        f"peak {summary['peak_cgroup_mb']} MiB of a {summary['cap_mb']} MiB cap "
-        f"({summary['peak_percent_of_cap']}%), {summary['duration_sec']} s; "
-        f"artifacts in {result.run_dir}",
-        err=True,
-    )
+    cluster = summary.get("cluster")
+    if cluster is not None:
+        click.echo(
+            f"oomguard: {result.succeeded} items done, {len(result.quarantined)} quarantined, "
+            f"on {len(cluster['nodes'])} nodes of {cluster['address']}, "
+            f"{summary['duration_sec']} s; artifacts in {result.run_dir}",
+            err=True,
+        )
+    else:
+        click.echo(
+            f"oomguard: {result.succeeded} items done, {len(result.quarantined)} quarantined, "
+            f"peak {summary['peak_cgroup_mb']} MiB of a {summary['cap_mb']} MiB cap "
+            f"({summary['peak_percent_of_cap']}%), {summary['duration_sec']} s; "
+            f"artifacts in {result.run_dir}",
+            err=True,
+        )
     from oomguard.engine.quarantine import item_name, quarantine_reason
 
     for entry in result.quarantined[:10]:

@@ -67,6 +67,9 @@ class JobConfig:
     metrics_port: int | None = None  # serve Prometheus metrics on this port (off by default)
     metrics_addr: str = "127.0.0.1"  # and this address: loopback unless told otherwise
     backend: Any = None  # a BackendConfig (or its dict) for a model server the workers call
+    # past one machine (oomguard/dask): a Dask scheduler's address, or local:N (a
+    # LocalCluster of N nodes here); memory and workers are then each node's
+    cluster: str | None = None
     # admission (engine/admission.py holds the policy; these are its knobs)
     admission: bool = True  # dispatch by predicted memory; False: every idle worker gets work
     target: float = 0.80  # predicted in-flight memory stays under this share of the job's cap
@@ -107,6 +110,8 @@ class JobConfig:
             )
         self._check_numbers()
         self._check_choices()
+        if self.cluster is not None:
+            self._check_cluster()
         from oomguard.backends.config import BackendConfig
 
         if isinstance(self.backend, dict):
@@ -152,6 +157,13 @@ class JobConfig:
             )
         if not 0.0 < self.alone_fraction <= 1.0:
             raise ConfigError(f"invalid alone_fraction {self.alone_fraction!r}: expected (0, 1]")
+
+    def _check_cluster(self) -> None:
+        from oomguard.dask.address import parse_cluster
+
+        parse_cluster(self.cluster or "")
+        if self.backend is not None:
+            raise ConfigError("a backend runs on one machine: it cannot be combined with cluster")
 
     def _check_choices(self) -> None:
         for name, choices in (

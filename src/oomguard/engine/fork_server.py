@@ -144,6 +144,10 @@ class ForkServer:
         self.exits: dict[int, int] = {}  # exit codes reported, by pid
         self.live: set[int] = set()  # workers forked whose exit code nobody collected yet
         self.ready = False
+        # one reader of the socket at a time: a node engine (oomguard.dask.node) spawns and
+        # polls its workers from several threads, and a "pid" reply read by the wrong one
+        # would be lost
+        self._lock = threading.RLock()
 
     def fits(self, env: dict[str, str]) -> bool:
         """Whether a job that would start a server with ``env`` may use this one: the same
@@ -196,6 +200,10 @@ class ForkServer:
         """Fork a worker holding these two descriptors; returns its pid. With ``join`` (a
         cgroup.procs path) the worker moves itself into that cgroup before anything runs."""
         request = b"spawn" + (b"\0" + os.fsencode(join) if join else b"")
+        with self._lock:
+            return self._spawn(request, conn_fd, slot_fd)
+
+    def _spawn(self, request: bytes, conn_fd: int, slot_fd: int) -> int:
         try:
             socket.send_fds(self.sock, [request], [conn_fd, slot_fd])
         except OSError as err:
@@ -211,6 +219,10 @@ class ForkServer:
     def returncode(self, pid: int, timeout: float | None) -> int | None:
         """``pid``'s exit code, waiting up to ``timeout`` seconds for the report (None: forever)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            return self._returncode(pid, deadline)
+
+    def _returncode(self, pid: int, deadline: float | None) -> int | None:
         while pid not in self.exits:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             if self._next(left) is None and left is not None and left <= 0:

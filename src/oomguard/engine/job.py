@@ -127,9 +127,8 @@ class Job:
         protect_supervisor()  # before any child starts: children inherit oom_score_adj
         # first: the fork server's interpreter boots while the rest is set up (unless an
         # earlier job in this process left one idle)
-        fork_server = (
-            boot(worker_env(self.config)) if self.config.start_method == "forkserver" else None
-        )
+        local = self.config.start_method == "forkserver" and self.config.cluster is None
+        fork_server = boot(worker_env(self.config)) if local else None
         try:
             with sigterm_stops_the_run():
                 return self._run(memory, source, fork_server, force, only)
@@ -191,28 +190,27 @@ class Job:
             rewrite_quarantine_file(journal, self.run_dir)
             config = self.fitted(source, done, only)
             record_session(journal, self, memory, config, new_run)
-            limiter = open_limiter(config.limiter)  # type: ignore[arg-type]
-            if isinstance(limiter, CgroupLimiter):
-                sweep_stale_groups(limiter.base)
             progress = make_progress(config.log_format)
-            try:
-                supervisor = Supervisor(
-                    config,
-                    source,
-                    sink,
-                    limiter,
-                    self.run_dir,
-                    progress,
-                    self.function_spec,
-                    memory,
-                    journal,
-                    done=done,
-                    only=only,
-                    fork_server=fork_server,
+            run = (self.function_spec, memory, journal)
+            if config.cluster is not None:  # the driver here, the batches on Dask nodes
+                from oomguard.dask.driver import ClusterDriver
+
+                driver = ClusterDriver(
+                    config, source, sink, self.run_dir, progress, *run, done, only
                 )
-                summary = supervisor.run()
-            finally:
-                limiter.close()
+                summary = driver.run()
+            else:
+                limiter = open_limiter(config.limiter)  # type: ignore[arg-type]
+                if isinstance(limiter, CgroupLimiter):
+                    sweep_stale_groups(limiter.base)
+                try:
+                    supervisor = Supervisor(
+                        config, source, sink, limiter, self.run_dir, progress, *run,
+                        done=done, only=only, fork_server=fork_server,
+                    )  # fmt: skip
+                    summary = supervisor.run()
+                finally:
+                    limiter.close()
             journal.ensure_present()  # never report a finished run without its journal
             return summary
         finally:

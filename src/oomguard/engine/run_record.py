@@ -71,6 +71,8 @@ def attempt_entry(
         entry["bystander"] = True
     if stats:
         entry["worker_rss_mb"] = mib(stats.get(RSS_AFTER, 0))
+        if "node" in stats:  # run on a cluster (oomguard.dask): which node
+            entry["node"] = stats["node"]
     return entry
 
 

@@ -1,0 +1,192 @@
+"""A job on a Dask cluster against the same job on one machine, side by side.
+
+    python benchmarks/cluster.py [--items 60] [--fast-items 3000] [--deaths 5]
+
+1. The OOM gauntlet (benchmarks/oom_gauntlet.py, its "normal" mix) under the same 2 GiB
+   cgroup: oomguard on one machine, ``--cluster local:2`` (two Dask nodes, two workers
+   each), and Dask alone (LocalCluster, four workers).
+2. Overhead per batch: 1 ms items, single-machine oomguard with 2 workers against
+   ``--cluster local:2`` with 1 worker per node (the same 2 workers), batches of 10.
+3. From a node's death to its batches running elsewhere: a real ``dask scheduler`` and
+   two ``dask worker`` processes, a node's process tree SIGKILLed while it runs batches;
+   the time until the driver has its lost batches back and until each has finished on
+   the other node (from the manifest: the re-run's start and end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import oom_gauntlet  # noqa: E402
+
+
+def overhead(count: int) -> None:
+    from oomguard import Job
+
+    items = [{"i": i, "ms": 1} for i in range(count)]
+    rows = []
+    for name, options in (
+        ("oomguard, one machine, 2 workers", {"workers": 2}),
+        ("oomguard --cluster local:2, 1 worker per node", {"workers": 1, "cluster": "local:2"}),
+        ("oomguard, one machine, 2 workers, batch 100", {"workers": 2, "batch_size": 100}),
+        (
+            "oomguard --cluster local:2, 1 worker per node, batch 100",
+            {"workers": 1, "cluster": "local:2", "batch_size": 100},
+        ),
+    ):
+        with tempfile.TemporaryDirectory(prefix="oomguard-cluster-bench-") as tmp:
+            start = time.monotonic()
+            Job(
+                "benchmarks.workloads:spin",
+                source=items,
+                sink=Path(tmp) / "out.jsonl",
+                run_dir=Path(tmp) / "run",
+                log_format="quiet",
+                **{"batch_size": 10, **options},
+            ).run()
+            wall = time.monotonic() - start
+            manifest = json.loads((Path(tmp) / "run" / "ingest_manifest.json").read_text())
+            manifest = [entry for entry in manifest if "start" in entry]  # attempts, not events
+            first = min(entry["start"] for entry in manifest)
+            last = max(entry["end"] for entry in manifest)
+        rows.append((name, wall, count / (last - first), len(manifest)))
+    print(f"\n### overhead: {count} items of 1 ms CPU, 2 workers in all\n")
+    print(
+        "| contender | wall (s) | items/s (first batch start to last batch end) | batches | ratio |"
+    )
+    print("|---|---|---|---|---|")
+    for number, (name, wall, rate, batches) in enumerate(rows):
+        base = rows[number - number % 2][2]  # each cluster row against the row above it
+        print(f"| {name} | {wall:.2f} | {rate:.0f} | {batches} | {rate / base:.2f} |")
+
+
+def node_death(trials: int) -> None:
+    from tests.dask.cluster import dask_cluster
+
+    detect, rerun_start, rerun_end = [], [], []
+    for _ in range(trials):
+        with tempfile.TemporaryDirectory(prefix="oomguard-cluster-bench-") as tmp_name:
+            tmp = Path(tmp_name)
+            items = tmp / "items.jsonl"
+            lines = [json.dumps({"kind": "hold", "mb": 10, "seconds": 0.3}) for _ in range(60)]
+            items.write_text("\n".join(lines) + "\n")
+            with dask_cluster(tmp) as cluster:
+                argv = [
+                    sys.executable, "-m", "oomguard.cli", "run", "tests.engine.workloads:work",
+                    "--input", str(items), "--run-dir", str(tmp / "run"), "--cluster",
+                    cluster.address, "--workers", "2", "--memory", "400m", "--batch-size", "1",
+                    "--log-format", "quiet",
+                ]  # fmt: skip
+                driver = subprocess.Popen(argv, cwd=ROOT, stderr=subprocess.DEVNULL)
+                journal = tmp / "run" / "journal.sqlite"
+                while not _committed(journal, 6):  # the run is well under way
+                    time.sleep(0.05)
+                killed_at = time.time()
+                cluster.kill_node("node0")
+                driver.wait(timeout=300)
+            times = _recovery(tmp / "run", killed_at)
+            if times is not None:
+                detect.append(times[0])
+                rerun_start.append(times[1])
+                rerun_end.append(times[2])
+    print(f"\n### node death: {trials} trials, a node SIGKILLed with 3 batches in flight\n")
+    print("| from the SIGKILL to | median (s) | max (s) |")
+    print("|---|---|---|")
+    for what, values in (
+        ("the driver's batch_lost event (Dask: connection closed)", detect),
+        ("the lost batches started on the other node (the last of them)", rerun_start),
+        ("the lost batches finished there", rerun_end),
+    ):
+        if values:
+            print(f"| {what} | {statistics.median(values):.2f} | {max(values):.2f} |")
+
+
+def scheduler_rate(count: int) -> None:
+    """What the driver's other bound costs: empty tasks through a real scheduler (in
+    process, as ``local:2`` runs it), submitted as the driver does, one at a time."""
+    from distributed import Client, LocalCluster, wait
+
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        client.submit(abs, -1).result()
+        start = time.monotonic()
+        futures = [client.submit(abs, -i, pure=False) for i in range(count)]
+        wait(futures)
+        wall = time.monotonic() - start
+    print(f"\n### scheduler: {count} empty tasks submitted one by one, 2 nodes\n")
+    print("| tasks/s | per task (ms) |")
+    print("|---|---|")
+    print(f"| {count / wall:.0f} | {wall / count * 1000:.2f} |")
+
+
+def _committed(journal: Path, count: int) -> bool:
+    import sqlite3
+
+    if not journal.exists():
+        return False
+    try:
+        with sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1) as db:
+            row = db.execute("select count(*) from attempts").fetchone()
+    except sqlite3.Error:
+        return False
+    return bool(row and row[0] >= count)
+
+
+def _recovery(run_dir: Path, killed_at: float) -> tuple[float, float, float] | None:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    manifest = json.loads((run_dir / "ingest_manifest.json").read_text())
+    manifest = [entry for entry in manifest if "start" in entry]
+    lost = [e for e in summary["events"] if e["event"] == "batch_lost"]
+    if not lost:
+        return None
+    lost_at = max(event["time"] for event in lost)
+    ids = {event["batch_id"] for event in lost}  # a lost batch goes again as itself
+    again = [entry for entry in manifest if entry["batch_id"] in ids]
+    if not again:
+        return None
+    start = max(entry["start"] for entry in again) - killed_at
+    end = max(entry["end"] for entry in again) - killed_at
+    return lost_at - killed_at, start, end
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=60, help="gauntlet items")
+    parser.add_argument("--fast-items", type=int, default=3000, help="1 ms items")
+    parser.add_argument("--deaths", type=int, default=5, help="node-death trials")
+    parser.add_argument("--timeout", type=float, default=240)
+    parser.add_argument("--tasks", type=int, default=5000, help="empty scheduler tasks")
+    parser.add_argument(
+        "--part", choices=["all", "gauntlet", "overhead", "death", "scheduler"], default="all"
+    )
+    args = parser.parse_args()
+    os.environ.setdefault("DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES", "0")
+    print(f"# oomguard on a Dask cluster, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
+    peers = ["oomguard", "oomguard --cluster local:2", "dask.distributed"]
+    if args.part in ("all", "gauntlet"):
+        oom_gauntlet.table("normal", args.items, args.timeout, peers)
+    if args.part in ("all", "overhead"):
+        overhead(args.fast_items)
+    if args.part in ("all", "death"):
+        node_death(args.deaths)
+    if args.part in ("all", "scheduler"):
+        scheduler_rate(args.tasks)
+
+
+if __name__ == "__main__":
+    main()

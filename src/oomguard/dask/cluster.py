@@ -1,0 +1,205 @@
+"""The driver's view of the cluster: the Dask client (to a scheduler, or to a
+``LocalCluster`` it starts for ``local:N``), the nodes it has, their share of the work,
+and why one left.
+
+Each node gets the node engine (:class:`~oomguard.dask.plugin.OomguardPlugin`) with the
+job's workers per node and its budget. Dask's own retries stay off (``retries=0``); on a
+``LocalCluster`` the scheduler's ``allowed-failures`` is 0 as well, so a batch whose node
+died comes back to the driver, which sends it elsewhere itself (on a scheduler of the
+user's, Dask may send it elsewhere first: the driver commits it once either way).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from oomguard.classify import Status
+from oomguard.dask.address import parse_cluster
+from oomguard.dask.node import NodeResult
+from oomguard.dask.plugin import NAME, OomguardPlugin
+from oomguard.engine.config import JobConfig
+from oomguard.engine.items import Batch
+from oomguard.engine.ledger import Ledger
+from oomguard.errors import OomguardError
+
+CONNECT_TIMEOUT = 30.0  # seconds to reach the scheduler
+NODES_TIMEOUT = 120.0  # seconds for a first node to join
+
+
+class Cluster:
+    """The client, and the ``LocalCluster`` behind it for ``local:N``."""
+
+    def __init__(self, client: Any, address: str, local: Any = None, scratch: Path | None = None):
+        self.client = client
+        self.address = address
+        self.local = local
+        self.scratch = scratch
+        self.plugin: Any = None
+
+    def install(self) -> None:
+        """The node engine on every node, and on each that joins."""
+        self.client.register_plugin(self.plugin, name=NAME)
+
+    def submit(self, executor: str, node: str, *args: Any) -> Any:
+        import dask
+
+        from oomguard.dask.tasks import run_batch
+
+        with dask.annotate(executor=executor):
+            return self.client.submit(
+                run_batch, *args, workers=[node], allow_other_workers=True, retries=0, pure=False
+            )
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.close()
+        if self.local is not None:
+            with contextlib.suppress(Exception):
+                self.local.close()
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def open_cluster(config: JobConfig, memory: int, run_dir: Path) -> Cluster:
+    """Connect (or start ``local:N``), install the node engine on every node, and wait for
+    a first node. ``memory``: each node's budget (``local:N`` shares it out: one machine)."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    assert config.cluster is not None
+    address, count = parse_cluster(config.cluster)
+    local = scratch = None
+    node_memory = memory
+    if count is not None:
+        scratch = run_dir / "dask-scratch"
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            local = LocalCluster(
+                n_workers=count,
+                threads_per_worker=config.workers,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+                scheduler_kwargs={"dashboard": False},
+                worker_dashboard_address=None,
+                memory_limit=0,  # the node engine caps memory; Dask's nanny must not
+                local_directory=str(scratch),
+            )
+        client = Client(local)
+        address = f"local:{count}"
+        node_memory = memory // count
+    else:
+        client = Client(address, timeout=CONNECT_TIMEOUT)
+    cluster = Cluster(client, address, local, scratch)
+    cluster.plugin = OomguardPlugin(
+        node_memory, config.workers, worker_memory=config.worker_memory, limiter=config.limiter
+    )
+    try:
+        cluster.install()
+        client.wait_for_workers(1, timeout=NODES_TIMEOUT)
+    except BaseException:
+        cluster.close()
+        raise
+    return cluster
+
+
+class NodeTable:
+    """The nodes the scheduler has, what each did, and the events of their coming and going."""
+
+    def __init__(self) -> None:
+        self.live: set[str] = set()
+        self.stats: dict[str, Counter[str]] = {}
+        self.lost: dict[str, str] = {}  # node -> the reason Dask gave
+        self.checked = 0.0
+        self.seen = False  # the first look: the nodes there at the start join no one
+        self.away_since: float | None = None  # no scheduler, or no node, since (monotonic)
+        self.scheduler_away = False
+        self.came_back = False
+
+    def names(self) -> list[str]:
+        return sorted(self.live)
+
+    def due(self, interval: float) -> bool:
+        return time.monotonic() - self.checked >= interval
+
+    def refresh(self, client: Any, ledger: Ledger) -> None:
+        self.checked = time.monotonic()
+        try:
+            now = set(client.scheduler_info(n_workers=-1)["workers"])
+        except Exception:
+            # the scheduler is away: the client reconnects, the nodes stay as known
+            self.away_since = self.away_since or time.monotonic()
+            self.scheduler_away = True
+            return
+        if self.scheduler_away:  # a new scheduler knows no plugin: the driver installs it again
+            self.scheduler_away = False
+            self.came_back = True
+            ledger.event("scheduler_back", nodes=sorted(now))
+        self.away_since = None if now else self.away_since or time.monotonic()
+        for gone in sorted(self.live - now):
+            reason = removal_reason(client, gone)
+            self.lost[gone] = reason
+            ledger.event("node_lost", node=gone, reason=reason)
+        for new in sorted(now - self.live):
+            if self.seen:
+                ledger.event("node_joined", node=new)
+            self.stats.setdefault(new, Counter())
+        self.live = now
+        self.seen = True
+
+    def check_away(self, limit: float) -> None:
+        """Stop the run (resumable) when there has been no scheduler or no node for ``limit``."""
+        if self.away_since is not None and time.monotonic() - self.away_since > limit:
+            raise OomguardError(
+                f"no Dask scheduler or node for {limit:.0f} s: the run stops (resume it once "
+                "the cluster is back)"
+            )
+
+    def with_room(self, per_node: int, flights: Iterable[Any]) -> str | None:
+        """The live node with the fewest batches in flight, if it has fewer than ``per_node``."""
+        if not self.live:
+            return None
+        busy = Counter(flight.node for flight in flights)
+        node = min(self.live, key=lambda name: (busy[name], name))
+        return node if busy[node] < per_node else None
+
+    def note_attempt(self, result: NodeResult, batch: Batch, status: Status) -> None:
+        stats = self.stats.setdefault(result.node, Counter())
+        stats["batches"] += 1
+        stats["items"] += len(batch.items)
+        stats[str(status)] += 1
+        if result.status == Status.OOM_KILLED:
+            stats["oom_kills"] += 1
+
+    def loss_reason(self, cluster: Any, node: str, error: BaseException | None) -> str:
+        """Why a batch's future failed without a report: its node's loss, in Dask's words."""
+        what = f"{type(error).__name__}: {error}" if error is not None else "cancelled"
+        if node not in self.lost and cluster is not None:
+            removed = removal_reason(cluster.client, node)
+            if removed != "unknown":
+                self.lost[node] = removed
+        stats = self.stats.setdefault(node, Counter())
+        stats["batches_lost"] += 1
+        return f"{what} (node {node}: {self.lost.get(node, 'still known to the scheduler')})"
+
+
+def removal_reason(client: Any, node: str) -> str:
+    """The scheduler's record of ``node``'s removal (its stimulus: a closed connection, a
+    missed heartbeat, a retirement), or "unknown"."""
+    try:
+        events = client.get_events("all")
+    except Exception:
+        return "unknown"
+    for _, message in reversed(list(events)):
+        if (
+            isinstance(message, dict)
+            and message.get("action") == "remove-worker"
+            and message.get("worker") == node
+        ):
+            return str(message.get("stimulus_id", "removed"))
+    return "unknown"

@@ -1,0 +1,175 @@
+"""A job across a real Dask cluster (``dask scheduler`` and two ``dask worker`` processes
+on 127.0.0.1): every survivable item exactly once, the poison quarantined with its node
+named, through the loss of a node and of the driver itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from oomguard import Job
+from tests.conftest import require_cgroups
+from tests.dask.cluster import DaskCluster, dask_cluster
+from tests.helpers.cli import ROOT, cli_env, oomguard_argv, run_cli
+from tests.helpers.gates import Gate
+
+pytestmark = [pytest.mark.timeout(240), pytest.mark.cgroups]
+WORK = "tests.engine.workloads:work"
+
+
+def write_items(path: Path, items: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(item) + "\n" for item in items))
+    return path
+
+
+def results(run_dir: Path) -> Counter[int]:
+    with open(run_dir / "results.jsonl") as lines:
+        return Counter(json.loads(line)["input_index"] for line in lines)
+
+
+def node_of(cluster: DaskCluster, pid: int) -> str:
+    """The node whose process tree holds ``pid``."""
+    ancestors = {parent.pid for parent in psutil.Process(pid).parents()}
+    return next(name for name, proc in cluster.nodes.items() if proc.pid in ancestors)
+
+
+def driver(items: Path, run_dir: Path, address: str) -> subprocess.Popen[str]:
+    argv = oomguard_argv(
+        "run", WORK, "--input", str(items), "--run-dir", str(run_dir), "--cluster", address,
+        "--workers", "2", "--memory", "400m", "--batch-size", "2", "--log-format", "quiet",
+    )  # fmt: skip
+    return subprocess.Popen(argv, cwd=ROOT, env=cli_env(), text=True, stderr=subprocess.PIPE)
+
+
+def test_the_gauntlet_across_two_nodes(tmp_path: Path) -> None:
+    require_cgroups()
+    items = [{"kind": "ok", "value": i} for i in range(40)]
+    items[5] = {"kind": "grow", "mb": 80}
+    items[17] = {"kind": "grow", "mb": 1200}  # past any node's budget: the poison
+    items[30] = {"kind": "grow", "mb": 120}
+    source = write_items(tmp_path / "items.jsonl", items)
+    with dask_cluster(tmp_path) as cluster:
+        run_dir = tmp_path / "run"
+        job = Job(WORK, str(source), run_dir=run_dir, memory="400m", workers=2, batch_size=4)
+        job.config.cluster = cluster.address
+        job.config.log_format = "quiet"
+        result = job.run()
+    done = results(run_dir)
+    assert set(done) == set(range(40)) - {17} and max(done.values()) == 1  # exactly once
+    [poison] = result.quarantined
+    assert poison["input_index"] == 17 and poison["status"] == "oom_killed"
+    evidence = poison["evidence"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    nodes = summary["cluster"]["nodes"]
+    assert evidence["node"] in nodes and evidence["died_alone"] is True
+    assert evidence["node_cap_mb"] == 400 and evidence["signal"] == 9
+    assert len(nodes) == 2 and all(stats["batches"] > 0 for stats in nodes.values())
+
+
+def test_a_node_killed_mid_run(tmp_path: Path) -> None:
+    require_cgroups()
+    gate = Gate(tmp_path)
+    items = [{"kind": "ok", "value": i} for i in range(30)]
+    items[6] = gate.item()
+    source = write_items(tmp_path / "items.jsonl", items)
+    with dask_cluster(tmp_path) as cluster:
+        proc = driver(source, tmp_path / "run", cluster.address)
+        try:
+            node = node_of(cluster, gate.wait_running(proc))
+            address = _address_of(cluster, node)
+            cluster.kill_node(node)  # its whole process tree, by SIGKILL
+            survivor = node_of(cluster, gate.wait_running(proc))  # sent elsewhere
+            assert survivor != node
+            gate.open()
+            _, stderr = proc.communicate(timeout=180)
+        finally:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    done = results(tmp_path / "run")
+    assert set(done) == set(range(30)) and max(done.values()) == 1
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    lost = [e for e in summary["events"] if e["event"] in ("batch_lost", "node_lost")]
+    assert lost and all(e["node"] == address for e in lost)
+    assert any("reason" in e and e["reason"] for e in lost)
+
+
+def test_the_driver_killed_then_resumed(tmp_path: Path) -> None:
+    require_cgroups()
+    gate = Gate(tmp_path, once=True)  # a resumed run's attempt passes at once
+    items = [{"kind": "ok", "value": i} for i in range(30)]
+    items[12] = gate.item()
+    source = write_items(tmp_path / "items.jsonl", items)
+    run_dir = tmp_path / "run"
+    with dask_cluster(tmp_path) as cluster:
+        proc = driver(source, run_dir, cluster.address)
+        try:
+            gate.wait_running(proc)
+        finally:
+            proc.kill()  # the driver only: the scheduler and the nodes stay
+            proc.communicate(timeout=60)
+        resumed = run_cli("resume", str(run_dir), "--log-format", "quiet", timeout=180)
+        assert resumed.returncode == 0, resumed.stderr
+    done = results(run_dir)
+    assert set(done) == set(range(30)) and max(done.values()) == 1
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["sessions"] == 2
+
+
+def _address_of(cluster: DaskCluster, name: str) -> str:
+    from distributed import Client
+
+    with Client(cluster.address) as client:
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+    return next(address for address, info in workers.items() if info.get("name") == name)
+
+
+def test_bad_cluster_addresses_are_one_line_errors(tmp_path: Path) -> None:
+    source = write_items(tmp_path / "items.jsonl", [{"kind": "ok", "value": 1}])
+    for address in ("local:0", "scheduler:8786"):
+        done = run_cli("run", WORK, "--input", str(source), "--cluster", address)
+        assert done.returncode == 2, done.stderr
+        assert "invalid cluster" in done.stderr and "Traceback" not in done.stderr
+    assert not os.path.exists(tmp_path / "run")
+
+
+@pytest.mark.xfail(
+    run=False,
+    reason="open: after a scheduler restart (and its nodes restarted) the driver does not "
+    "finish within 180 s; the resend on reconnect (driver.scheduler_back) is in, the rest "
+    "is not found yet",
+)
+def test_the_scheduler_restarted_mid_run(tmp_path: Path) -> None:
+    require_cgroups()
+    gate = Gate(tmp_path, once=True)  # the attempt after the restart passes at once
+    items = [{"kind": "ok", "value": i} for i in range(30)]
+    items[8] = gate.item()
+    source = write_items(tmp_path / "items.jsonl", items)
+    run_dir = tmp_path / "run"
+    with dask_cluster(tmp_path) as cluster:
+        proc = driver(source, run_dir, cluster.address)
+        try:
+            gate.wait_running(proc)
+            port = int(cluster.address.rsplit(":", 1)[1])
+            cluster.kill_scheduler()  # Dask keeps no state across its scheduler's death
+            for name in list(cluster.nodes):  # its workers close without it: as a service
+                cluster.nodes.pop(name).wait(timeout=120)  # manager would, start them again
+            cluster.start_scheduler(port)  # the driver's client reconnects
+            for name in ("node0", "node1"):
+                cluster.start_node(name)
+            _, stderr = proc.communicate(timeout=180)
+        finally:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    done = results(run_dir)
+    assert set(done) == set(range(30)) and max(done.values()) == 1
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert any(event["event"] == "scheduler_back" for event in summary["events"])
