@@ -16,14 +16,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from oomguard.engine.arrow_pool import is_parquet, system_arrow_pool
 from oomguard.engine.artifacts import make_run_dir, open_private
 from oomguard.engine.config import (
-    DEFAULT_MEMORY_FRACTION,
     MIN_MEMORY,
     JobConfig,
     fit_workers,
     normalise,
 )
+from oomguard.engine.default_cap import default_job_cap, supervisor_reserve, warn_without_room
 from oomguard.engine.fork_server import ForkServer, boot, release
 from oomguard.engine.handles import worker_env
 from oomguard.engine.output import OutputClaim, claim_output
@@ -152,8 +153,9 @@ class Job:
 
     def resolve_memory(self) -> int:
         budget = effective_budget().bytes
+        reserve = supervisor_reserve(is_parquet(self.source_spec) or is_parquet(self.sink_spec))
         if self.memory_spec is None:
-            return int(budget * DEFAULT_MEMORY_FRACTION)
+            return default_job_cap(budget, reserve)
         memory = parse_size(self.memory_spec, budget=budget, what="memory")
         if memory < MIN_MEMORY:
             raise ConfigError(
@@ -165,6 +167,7 @@ class Job:
                 f"invalid memory {format_size(memory)}: more than the effective budget of "
                 f"{format_size(budget)} (see 'oomguard doctor')"
             )
+        warn_without_room(memory, budget, reserve)
         return memory
 
     def run(self, *, force: bool = False, only: RangeSet | None = None) -> RunResult:
@@ -189,7 +192,8 @@ class Job:
             boot(worker_env(self.config)) if self.config.start_method == "forkserver" else None
         )
         try:
-            with sigterm_stops_the_run():
+            parquet = is_parquet(self.source_spec) or is_parquet(self.sink_spec)
+            with sigterm_stops_the_run(), system_arrow_pool(parquet):
                 return self._run(memory, source, fork_server, force, only)
         except Terminated:
             raise terminated(self.run_dir) from None
