@@ -27,3 +27,12 @@ def die_once(item: dict[str, Any]) -> Any:
         block = bytearray(item.get("mb", 400) * 1024**2)
         block[::4096] = b"\x01" * len(block[::4096])
     return item["i"]
+
+
+def features(item: dict[str, Any]) -> dict[str, Any]:
+    """A chemistry pipeline's result shape without the chemistry: a 2048-bit fingerprint as
+    hex text and ten float descriptors (the supervisor-memory benchmark's Parquet rows)."""
+    seed = hash(item["smiles"]) & 0xFF
+    result: dict[str, Any] = {"smiles": item["smiles"], "fp": f"{seed:02x}" * 256}
+    result.update({f"d{k}": float(seed * k) for k in range(10)})
+    return result

@@ -10,6 +10,7 @@ from typing import Any
 
 from oomguard import __version__
 from oomguard.engine.config import DEFAULT_MEMORY_FRACTION
+from oomguard.engine.default_cap import default_job_cap, supervisor_reserve
 from oomguard.limits.peak import describe as describe_peak_method
 from oomguard.limits.process import can_lower_oom_score_adj, read_oom_score_adj
 from oomguard.limits.select_limiter import probe_cgroup_access
@@ -70,7 +71,8 @@ def plan_lines(
     if access.writable:
         plan.append(
             f"Workers run in cgroup {access.version} groups under {access.base}; the job is capped "
-            f"at {format_size(job_cap)} ({DEFAULT_MEMORY_FRACTION:.0%} of the {format_size(budget)} budget) and the "
+            f"at {format_size(job_cap)} by default ({DEFAULT_MEMORY_FRACTION:.0%} of the {format_size(budget)} budget, "
+            "less room for the supervisor and the fork server, which run outside it) and the "
             "kernel's OOM kills are seen the moment they happen."
         )
         if access.delegated:
@@ -119,7 +121,7 @@ def examine(setup: CgroupSetup | None = None) -> DoctorReport:
     allocator = read_allocator()
     root = os.geteuid() == 0
     enforcement = f"cgroup-{access.version}" if access.writable else "watchdog"
-    job_cap = int(budget.bytes * DEFAULT_MEMORY_FRACTION)
+    job_cap = default_job_cap(budget.bytes, supervisor_reserve(parquet=False))
 
     plan = plan_lines(access, budget.bytes, job_cap, kernel_log_readable, pressure, gpus, allocator)
     return DoctorReport(

@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from oomguard.engine import Job
-from oomguard.engine.sinks import ParquetSink, Results
+from oomguard.engine.parquet_sink import ParquetSink
+from oomguard.engine.sinks import Results
 from oomguard.engine.sources import open_source
 from oomguard.engine.worker import encode_line
 from oomguard.errors import ConfigError, OomguardWarning
@@ -229,3 +230,55 @@ def test_a_group_of_results_splits_into_items_and_joins_back() -> None:
         assert Results.join(items) == group
     assert as_values.text() == as_lines.text()  # a JSONL sink given values encodes them alike
     assert [json.loads(line)["result"] for line in as_lines.text().split("\n")[:-1]] == values
+
+
+def test_parquet_sink_streams_row_groups_into_parts(tmp_path: Path) -> None:
+    """Rows go to the open part a row group at a time: the sink holds one row group, a part
+    holds many, and nothing is visible before commit."""
+    sink = ParquetSink(tmp_path / "out.parquet", buffer_bytes=64 * 1024)
+    sink.row_group_bytes = 4096
+    for start in range(0, 2000, 10):
+        indices = list(range(start, start + 10))
+        sink.write([Results(indices, values=[{"text": "y" * 60} for _ in indices])])
+    assert sink.max_buffered < 4096 + 200
+    prepared = sink.prepare(final=True)
+    assert prepared is not None
+    sink.commit(prepared)
+    sink.close()
+    parts = sorted((tmp_path / "out.parquet").glob("part-*.parquet"))
+    assert 1 < len(parts) < sink.row_groups
+    assert max(pq.ParquetFile(p).metadata.num_row_groups for p in parts) > 1
+    table = pq.read_table(tmp_path / "out.parquet")
+    assert sorted(table.column("input_index").to_pylist()) == list(range(2000))
+
+
+def test_parquet_sink_keeps_rows_whose_types_change(tmp_path: Path) -> None:
+    """Integers then floats are cast to the part's type where they fit; new columns, or
+    values the part's type cannot hold, start a part of their own. Every row is kept."""
+    sink = ParquetSink(tmp_path / "out.parquet", buffer_bytes=1024 * 1024)
+    sink.row_group_bytes = 1  # a row group per write
+    sink.write([Results([0, 1], values=[{"x": 1.5}, {"x": 2.5}])])
+    sink.write([Results([2, 3], values=[{"x": 3}, {"x": 4}])])  # int64 cast into double
+    sink.write([Results([4], values=[{"x": "text"}])])  # a string: a part of its own
+    sink.write([Results([5], values=[{"x": 1.0, "extra": True}])])  # new column: new part
+    prepared = sink.prepare(final=True)
+    assert prepared is not None and sorted(prepared.indices) == list(range(6))
+    sink.commit(prepared)
+    sink.close()
+    rows = {}
+    for part in sorted((tmp_path / "out.parquet").glob("part-*.parquet")):
+        for row in pq.read_table(part).to_pylist():
+            rows[row["input_index"]] = row["x"]
+    assert rows == {0: 1.5, 1: 2.5, 2: 3.0, 3: 4.0, 4: "text", 5: 1.0}
+    assert len(list((tmp_path / "out.parquet").glob("part-*.parquet"))) == 3
+
+
+def test_a_stopped_parquet_sink_leaves_only_an_uncommitted_part(tmp_path: Path) -> None:
+    sink = ParquetSink(tmp_path / "out.parquet", buffer_bytes=1024 * 1024)
+    sink.row_group_bytes = 1
+    sink.write([Results([0, 1], values=[1, 2])])
+    sink.close()  # the run stopped: the open part is closed, never renamed
+    assert list((tmp_path / "out.parquet").glob("part-*.parquet")) == []
+    again = ParquetSink(tmp_path / "out.parquet")
+    again.recover([])
+    assert list((tmp_path / "out.parquet").iterdir()) == []

@@ -306,25 +306,3 @@ def load_toml(path: Path) -> dict[str, Any]:
             + ", ".join(sorted(CONFIG_KEYS))
         )
     return {k: v for k, v in table.items() if k != "job"}
-
-
-def resolve_memory(spec: str | int | None) -> int:
-    """The job's cap in bytes: ``spec`` (a size, or a share of the budget: "60%"), or 90%
-    of the effective budget; one that cannot run, or more than the budget, is refused."""
-    from oomguard.memory.budget import effective_budget
-
-    budget = effective_budget().bytes
-    if spec is None:
-        return int(budget * DEFAULT_MEMORY_FRACTION)
-    memory = parse_size(spec, budget=budget, what="memory")
-    if memory < MIN_MEMORY:
-        raise ConfigError(  # above it, what an idle worker holds is measured (pool.py)
-            f"the cap of {format_size(memory)} is below the {format_size(MIN_MEMORY)} a "
-            "job needs at the least (an idle worker's interpreter takes tens of MiB)"
-        )
-    if memory > budget:
-        raise ConfigError(
-            f"invalid memory {format_size(memory)}: more than the effective budget of "
-            f"{format_size(budget)} (see 'oomguard doctor')"
-        )
-    return memory

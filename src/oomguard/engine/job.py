@@ -15,13 +15,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from oomguard.engine.arrow_pool import is_parquet, system_arrow_pool
 from oomguard.engine.artifacts import make_run_dir, open_private
 from oomguard.engine.config import (
     JobConfig,
     fit_workers,
     normalise,
-    resolve_memory,
 )
+from oomguard.engine.default_cap import resolve_memory
 from oomguard.engine.fork_server import ForkServer, boot, release
 from oomguard.engine.function_spec import function_spec
 from oomguard.engine.handles import worker_env
@@ -105,7 +106,9 @@ class Job:
         self.config.validate()
 
     def resolve_memory(self) -> int:
-        return resolve_memory(self.memory_spec)
+        return resolve_memory(
+            self.memory_spec, parquet=is_parquet(self.source_spec) or is_parquet(self.sink_spec)
+        )
 
     def run(self, *, force: bool = False, only: RangeSet | None = None) -> RunResult:
         """Run to the end, or resume: a run directory with a journal carries on where it stopped.
@@ -130,7 +133,8 @@ class Job:
         local = self.config.start_method == "forkserver" and self.config.cluster is None
         fork_server = boot(worker_env(self.config)) if local else None
         try:
-            with sigterm_stops_the_run():
+            parquet = is_parquet(self.source_spec) or is_parquet(self.sink_spec)
+            with sigterm_stops_the_run(), system_arrow_pool(parquet):
                 return self._run(memory, source, fork_server, force, only)
         except Terminated:
             raise terminated(self.run_dir) from None

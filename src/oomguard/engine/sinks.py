@@ -11,17 +11,15 @@ Every sink speaks the same two-phase protocol with the journal:
 
 So a result is in the sink if and only if the journal says it is committed, whoever dies
 in between. JSONL appends, flushes and fsyncs, and records the end offset; resume
-truncates to the last committed offset. Parquet writes part files under hidden temporary
-names and renames them on commit; resume removes uncommitted parts. A plain callable gets
+truncates to the last committed offset. Parquet (engine/parquet_sink.py) writes part files
+under hidden temporary names and renames them on commit; resume removes uncommitted parts. A plain callable gets
 each batch once it ends — at least once across a supervisor crash; implement
 :class:`TwoPhaseSink` (``prepare``/``commit``/``recover`` keyed by batch id) for exactly once.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,7 +112,7 @@ class TwoPhaseSink(Protocol):
     def recover(self, committed: set[int]) -> None: ...
 
 
-def _fail(action: str, path: Path, err: OSError) -> SinkError:
+def fail(action: str, path: Path, err: OSError) -> SinkError:
     return SinkError(
         f"cannot {action} {path}: {err.strerror or err}; nothing committed is lost, "
         "fix it and resume the run",
@@ -131,7 +129,7 @@ class JsonlSink:
             flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = os.open(path, flags, 0o600)
         except OSError as err:
-            raise _fail("open", path, err) from err
+            raise fail("open", path, err) from err
         self._file = os.fdopen(fd, "a", encoding="utf-8", buffering=1 << 16)
         self._staged: list[int] = []
 
@@ -139,7 +137,7 @@ class JsonlSink:
         try:
             self._file.writelines(group.text() for group in results)
         except OSError as err:
-            raise _fail("write to", self.path, err) from err
+            raise fail("write to", self.path, err) from err
         for group in results:
             self._staged.extend(group.indices)
 
@@ -150,7 +148,7 @@ class JsonlSink:
             self._file.flush()
             os.fsync(self._file.fileno())
         except OSError as err:
-            raise _fail("write to", self.path, err) from err
+            raise fail("write to", self.path, err) from err
         prepared = Prepared(self._staged, str(os.fstat(self._file.fileno()).st_size))
         self._staged = []
         return prepared
@@ -169,115 +167,10 @@ class JsonlSink:
         try:
             self._file.close()
         except OSError as err:
-            raise _fail("close", self.path, err) from err
+            raise fail("close", self.path, err) from err
 
 
-class ParquetSink:
-    """A directory of part files; rows ``input_index`` + the result's keys (or ``result``).
-
-    At most ``buffer_bytes`` of rows (estimated by their pickled size) are held before they
-    are written as a part (a writer buffer that cannot explode, as a chemistry pipeline's did).
-    """
-
-    wants_json = False
-
-    def __init__(self, path: Path, buffer_bytes: int = 8 * 1024 * 1024) -> None:
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError as err:
-            raise ConfigError(
-                f"writing {path} needs pyarrow: pip install 'oomguard[parquet]'"
-            ) from err
-        self.path = path
-        self.buffer_bytes = buffer_bytes
-        path.mkdir(mode=0o700, exist_ok=True)
-        self._rows: list[dict[str, Any]] = []
-        self._buffered = 0
-        self.max_buffered = 0  # the largest the buffer ever was, in bytes
-        self.row_groups = 0
-        self._pending: list[tuple[str, list[int]]] = []  # (part name, indices) written as .tmp
-        self._next_part = self._first_free_part()
-
-    def _first_free_part(self) -> int:
-        names = [
-            p.name.lstrip(".").removesuffix(".tmp") for p in self.path.glob("*part-*.parquet*")
-        ]
-        return 1 + max((int(n[5:-8]) for n in names), default=-1)
-
-    def write(self, results: list[Results]) -> None:
-        for index, value in (pair for group in results for pair in group.pairs()):
-            row: dict[str, Any] = {"input_index": index}
-            if isinstance(value, dict):
-                row.update(value)
-            else:
-                row["result"] = value
-            self._rows.append(row)
-            self._buffered += len(pickle.dumps(row, protocol=pickle.HIGHEST_PROTOCOL))
-            self.max_buffered = max(self.max_buffered, self._buffered)
-            if self._buffered >= self.buffer_bytes:
-                self._write_part()
-
-    def _tmp(self, name: str) -> Path:
-        return self.path / f".{name}.tmp"  # hidden: readers of the directory skip it
-
-    def _write_part(self) -> None:
-        if not self._rows:
-            return
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        name = f"part-{self._next_part:06d}.parquet"
-        self._next_part += 1
-        table = pa.Table.from_pylist(self._rows)
-        tmp = self._tmp(name)
-        try:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(tmp, flags, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                pq.write_table(table, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-        except OSError as err:
-            raise _fail("write", tmp, err) from err
-        self._pending.append((name, [row["input_index"] for row in self._rows]))
-        self.row_groups += 1
-        self._rows = []
-        self._buffered = 0
-
-    def prepare(self, final: bool) -> Prepared | None:
-        if final:
-            self._write_part()
-        if not self._pending:
-            return None
-        parts = [name for name, _ in self._pending]
-        indices = [i for _, part in self._pending for i in part]
-        self._pending = []
-        return Prepared(indices, json.dumps(parts), parts)
-
-    def commit(self, prepared: Prepared) -> None:
-        for name in prepared.parts:
-            os.replace(self._tmp(name), self.path / name)
-        _fsync_dir(self.path)
-
-    def recover(self, tokens: list[str]) -> None:
-        committed = {name for token in tokens for name in json.loads(token)}
-        for tmp in self.path.glob(".part-*.parquet.tmp"):
-            name = tmp.name[1:-4]
-            if name in committed:
-                os.replace(tmp, self.path / name)  # committed, renamed before the crash? now
-            else:
-                tmp.unlink()
-        for part in self.path.glob("part-*.parquet"):
-            if part.name not in committed:
-                part.unlink()
-        _fsync_dir(self.path)
-        self._next_part = self._first_free_part()
-
-    def close(self) -> None:
-        pass
-
-
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -369,6 +262,8 @@ def open_sink(spec: Any, parquet_buffer_bytes: int = 8 * 1024 * 1024) -> Sink:
         if suffix in (".jsonl", ".ndjson"):
             return JsonlSink(path)
         if suffix in (".parquet", ".pq"):
+            from oomguard.engine.parquet_sink import ParquetSink
+
             return ParquetSink(path, parquet_buffer_bytes)
         raise ConfigError(f"output {str(path)!r}: expected a .jsonl or .parquet file name")
     if isinstance(spec, TwoPhaseSink):

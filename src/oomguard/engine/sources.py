@@ -129,9 +129,12 @@ def _not_utf8(*texts: str) -> bool:
 
 
 class ParquetSource:
-    """One item per row (a dict), read a record batch at a time (needs oomguard[parquet])."""
+    """One item per row (a dict), read a record batch at a time (needs oomguard[parquet]).
 
-    def __init__(self, path: Path, batch_rows: int = 4096) -> None:
+    Batches are small and read on this thread: the supervisor holds one batch's rows, not a
+    row group's (engine/arrow_pool.py says where the rest of its Arrow memory went)."""
+
+    def __init__(self, path: Path, batch_rows: int = 1024) -> None:
         try:
             import pyarrow.parquet as pq
         except ImportError as err:
@@ -147,8 +150,13 @@ class ParquetSource:
             raise ConfigError(f"input {str(path)!r} is not a readable Parquet file: {err}") from err
 
     def __iter__(self) -> Iterator[Item]:
+        import pyarrow.parquet as pq
+
         index = 0
-        for record_batch in self._file.iter_batches(batch_size=self.batch_rows):
+        # a reader of its own: it allocates from the Arrow pool that is the default now, in
+        # the run, not from the one there was when the source was opened
+        reader = pq.ParquetFile(self.path)
+        for record_batch in reader.iter_batches(batch_size=self.batch_rows, use_threads=False):
             row_size = max(1, record_batch.nbytes // max(1, record_batch.num_rows))
             for row in record_batch.to_pylist():
                 yield Item(index, row, row_size)

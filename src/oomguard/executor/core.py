@@ -55,7 +55,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from oomguard.engine.config import JobConfig, fit_workers, normalise, resolve_memory
+from oomguard.engine.config import JobConfig, fit_workers, normalise
+from oomguard.engine.default_cap import resolve_memory
 from oomguard.errors import ConfigError, ExecutorBroken
 from oomguard.executor.engine_thread import EngineThread
 from oomguard.executor.trampoline import SPEC
