@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -42,12 +43,12 @@ def make_source(path: Path) -> Path:
     return path
 
 
-def start(run_dir: Path, source: Path, sink: Path) -> subprocess.Popen[bytes]:
+def start(run_dir: Path, source: Path, sink: Path, stderr: Any = subprocess.DEVNULL) -> Any:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.journal.torture_child", str(run_dir), str(source), str(sink)],
         cwd=ROOT,
         start_new_session=True,  # its own process group: supervisor and workers die together
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
     )
 
 
@@ -83,8 +84,9 @@ def test_supervisor_killed_at_random_moments_loses_and_duplicates_nothing(
             os.killpg(proc.pid, signal.SIGKILL)
             landed += 1
         proc.wait()
-    final = start(run_dir, source, sink)
-    assert final.wait(timeout=300) == 3  # finished, with the poison items quarantined
+    final = start(run_dir, source, sink, stderr=subprocess.PIPE)
+    _, errors = final.communicate(timeout=300)
+    assert final.returncode == 3, errors.decode()[-3000:]  # finished, poison quarantined
 
     counts = collections.Counter(output_indices(sink))
     assert set(counts) == set(range(ITEMS)) - POISON

@@ -83,13 +83,10 @@ class Supervisor:
         hooks: RunHooks | None = None,
         worker_setup: bytes | None = None,
     ) -> None:
-        """``fork_server``: booted by the caller as early as it could (its interpreter
-        starts while the run is set up), the error if it could not start, None where
-        workers start as fresh interpreters (``start_method = "spawn"``). The caller
-        releases it after the run (kept for its next job, engine/fork_server.py); the
-        pool closes it only when it is lost. ``hooks``: an embedding's (engine/hooks.py);
-        ``worker_setup``: a pickled ``(callable, args)`` each worker runs once before it
-        takes work (the executor's initializer); its failure stops the run."""
+        """``fork_server``: booted early by the caller (who releases it after the run),
+        its error, or None for ``start_method = "spawn"`` (engine/fork_server.py).
+        ``hooks``: an embedding's (engine/hooks.py); ``worker_setup``: a pickled
+        ``(callable, args)`` each worker runs before it takes work (an initializer)."""
         self.config = config
         self.limiter = limiter
         self.run_dir = run_dir
@@ -110,8 +107,7 @@ class Supervisor:
         self.selector = selectors.DefaultSelector()
         self._build_state(source, sink, spec, done, only, fork_server)
         self._build_logic(spec)
-        if hooks is not None:
-            self.ledger.on_quarantine = hooks.quarantined
+        self.ledger.on_quarantine = hooks.quarantined if hooks is not None else None
         self.exporter: Exporter | None = None
         self.session = 0
         self.interrupted = False
