@@ -44,7 +44,7 @@ from oomguard.errors import ConfigError, ForkServerGone, OomguardError
 from oomguard.limits.base import Limiter, MemoryGroup
 from oomguard.limits.cgroup import CgroupLimiter, sweep_stale_groups
 from oomguard.limits.select_limiter import open_limiter
-from oomguard.memory.kernel_log import KernelLogTail, find_oom_kills, read_kernel_log
+from oomguard.memory.kernel_log import KernelLogTail, kill_report
 from oomguard.sizes import mib
 
 READY_TIMEOUT = 120.0  # seconds for a new worker to load its function
@@ -299,15 +299,8 @@ class NodeEngine:
 
     def _kernel_evidence(self, pid: int) -> list[str]:
         with self._lock:
-            lines = self.kernel_log.read()
-        if lines is None:
-            lines = read_kernel_log()
-        if lines is None:
-            return []
-        for kill in reversed(find_oom_kills(lines[-KERNEL_LINES:])):
-            if kill.pid == pid:
-                return list(kill.lines)
-        return []
+            recent = self.kernel_log.read()
+        return kill_report(recent, pid, KERNEL_LINES)
 
     # ---------------------------------------------------------------- workers
 

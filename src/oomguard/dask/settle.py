@@ -18,8 +18,9 @@ from oomguard.engine.handles import Attempt
 from oomguard.engine.intake import Intake
 from oomguard.engine.items import Batch
 from oomguard.engine.ledger import Ledger
+from oomguard.engine.outcomes import settle_failures
 from oomguard.engine.protocol import ItemFailure
-from oomguard.engine.recovery import Policy, after_failure, retry_uncounted, single_item_batch
+from oomguard.engine.recovery import Policy, after_failure, retry_uncounted
 from oomguard.engine.verdict import blame
 from oomguard.sizes import mib
 
@@ -76,16 +77,7 @@ class Settle:
         return status
 
     def _failures(self, batch: Batch, failures: list[ItemFailure]) -> Status:
-        """Each failed item up the ladder as a batch of its own (engine/outcomes.py)."""
-        worst = Status.SUCCESS
-        for index, failure, error in failures:
-            item = next(i for i in batch.items if i.index == index)
-            status = Status(failure)
-            worst = status if worst is Status.SUCCESS else worst
-            single = single_item_batch(batch, item)
-            decision = after_failure(single, status, died_alone=False, policy=self.policy)
-            self.intake.apply(decision, status, error)
-        return worst
+        return settle_failures(batch, failures, self.intake, self.policy)
 
     def lost(self, batch: Batch, node: str, reason: str) -> None:
         """Its node was lost with it: back to the queue, uncounted (nothing of it was

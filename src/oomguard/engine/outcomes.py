@@ -31,10 +31,26 @@ from oomguard.engine.pool import WorkerPool
 from oomguard.engine.protocol import TRIMMED, ItemFailure
 from oomguard.engine.recovery import Policy, after_failure, retry_uncounted, single_item_batch
 from oomguard.engine.verdict import Verdict, blame, death_status, judge, room_for
-from oomguard.memory.kernel_log import KernelLogTail, find_oom_kills, read_kernel_log
+from oomguard.memory.kernel_log import KernelLogTail, kill_report
 from oomguard.sizes import mib
 
 KERNEL_LINES = 400  # of the run's latest kernel log lines, searched for a victim's kill
+
+
+def settle_failures(
+    batch: Batch, failures: list[ItemFailure], intake: Intake, policy: Policy
+) -> Status:
+    """Each failed item of ``batch`` up the ladder as a batch of its own; returns the
+    first failure's status (SUCCESS for none). The engine's and a cluster driver's."""
+    worst = Status.SUCCESS
+    for index, failure, error in failures:
+        item = next(i for i in batch.items if i.index == index)
+        status = Status(failure)
+        worst = status if worst is Status.SUCCESS else worst
+        single = single_item_batch(batch, item)
+        decision = after_failure(single, status, died_alone=False, policy=policy)
+        intake.apply(decision, status, error)
+    return worst
 
 
 class Outcomes:
@@ -149,17 +165,7 @@ class Outcomes:
         return Status.BACKEND_FAILURE
 
     def _settle_failures(self, batch: Batch, failures: list[ItemFailure]) -> Status:
-        """Each failed item of ``batch`` up the ladder as a batch of its own; returns the
-        first failure's status (SUCCESS for none)."""
-        worst = Status.SUCCESS
-        for index, failure, error in failures:
-            item = next(i for i in batch.items if i.index == index)
-            status = Status(failure)
-            worst = status if worst is Status.SUCCESS else worst
-            single = single_item_batch(batch, item)
-            decision = after_failure(single, status, died_alone=False, policy=self.policy)
-            self.intake.apply(decision, status, error)
-        return worst
+        return settle_failures(batch, failures, self.intake, self.policy)
 
     def _backend_failed(self, batch: Batch, error: dict[str, Any]) -> None:
         """The whole batch failed because the backend did: requeued, uncounted."""
@@ -213,23 +219,10 @@ class Outcomes:
             evidence["enforcer"] = self.pool.limiter.kind
             evidence["oom_kill_count"] = max(kills, 1)
             evidence["job_cap_mb"] = mib(self.memory)
-            kernel = self._kernel_evidence(handle.pid)
+            kernel = kill_report(self.kernel_log.read(), handle.pid, KERNEL_LINES)
             if kernel:
                 evidence["kernel_log"] = kernel
         return evidence
-
-    def _kernel_evidence(self, pid: int) -> list[str]:
-        """The kernel's lines on the kill of ``pid``: from the run's own lines where
-        /dev/kmsg can be read (milliseconds saved per death), else from the whole log."""
-        lines = self.kernel_log.read()
-        if lines is None:
-            lines = read_kernel_log()
-        if lines is None:
-            return []
-        for kill in reversed(find_oom_kills(lines[-KERNEL_LINES:])):
-            if kill.pid == pid:
-                return list(kill.lines)
-        return []
 
     def _verdict(self, handle: WorkerHandle, attempt: Attempt, status: Status) -> Verdict:
         others = [w for w in self.pool.workers.values() if w is not handle]

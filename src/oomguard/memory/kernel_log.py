@@ -194,3 +194,16 @@ def find_oom_kills(lines: list[KernelLine]) -> list[KernelOomKill]:
             )
             context = (None, None, None)
     return kills
+
+
+def kill_report(recent: list[KernelLine] | None, pid: int, last: int = 2000) -> list[str]:
+    """The kernel's lines on the OOM kill of ``pid``: searched in ``recent`` (a run's own
+    tail of /dev/kmsg, None where it cannot be read) or else in the whole kernel log; the
+    latest ``last`` lines only. Empty when the kernel reported no such kill."""
+    lines = recent if recent is not None else read_kernel_log()
+    if lines is None:
+        return []
+    for kill in reversed(find_oom_kills(lines[-last:])):
+        if kill.pid == pid:
+            return list(kill.lines)
+    return []
