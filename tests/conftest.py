@@ -101,6 +101,34 @@ def _described(process: psutil.Process) -> tuple[int, str]:
         return process.pid, "?"
 
 
+_made_during: dict[str, str] = {}  # a cgroup's name -> the test during which it appeared
+
+
+@pytest.fixture(autouse=True)
+def _note_new_cgroups(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Which test a cgroup appeared during, for the leak check's message."""
+    before = _our_cgroups()
+    yield
+    for name in _our_cgroups() - before:
+        _made_during.setdefault(name, request.node.nodeid)
+
+
+def _escaped(private: Path, tree: list[psutil.Process]) -> list[tuple[int, str]]:
+    """Processes a test started that left this process's tree (a daemon, an orphan whose
+    parent died) and still run: found by the private TMPDIR each inherited."""
+    mine = {p.pid for p in tree} | {os.getpid()}
+    found = []
+    for process in psutil.process_iter():
+        if process.pid in mine:
+            continue
+        try:
+            if process.environ().get("TMPDIR") == str(private) and _running(process):
+                found.append(_described(process))
+        except psutil.Error:
+            continue
+    return found
+
+
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """After the whole suite: no cgroup, child process or temp entry the tests made remains.
@@ -118,7 +146,9 @@ def nothing_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
         yield
         close_idle()  # the fork server kept for the next job (engine/fork_server.py) is ours to close
         me = psutil.Process()
-        children = [p for p in me.children(recursive=True) if _running(p)]
+        tree = me.children(recursive=True)
+        children = [p for p in tree if _running(p)]
+        escaped = _escaped(private, tree)
         leftover_cgroups = _our_cgroups() - cgroups_before
         leftover_temp = sorted(os.listdir(private))
     finally:
@@ -131,8 +161,13 @@ def nothing_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
     problems = []
     if children:
         problems.append(f"child processes still running: {[_described(p) for p in children]}")
+    if escaped:
+        problems.append(f"processes the tests started, out of this tree and running: {escaped}")
     if leftover_cgroups:
-        problems.append(f"cgroups left behind: {sorted(leftover_cgroups)}")
+        named = [
+            f"{name} (appeared during {_made_during.get(name, '?')})" for name in leftover_cgroups
+        ]
+        problems.append(f"cgroups left behind: {sorted(named)}")
     if leftover_temp:
         problems.append(f"temporary files left behind: {leftover_temp}")
     assert not problems, "; ".join(problems)

@@ -203,6 +203,25 @@ def test_stale_groups_of_a_dead_supervisor_are_swept(cgroup_limiter: CgroupLimit
     assert Path(live.path or "").exists(), "a live supervisor's group is left alone"
 
 
+def test_a_group_whose_owner_pid_now_belongs_to_another_process_is_swept(
+    cgroup_limiter: CgroupLimiter,
+) -> None:
+    """Pids wrap: the pid in a dead supervisor's group name may belong to a process that
+    started after the group was made. That group is stale all the same."""
+    later = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    )
+    try:
+        reused = cgroup_limiter.base / f"oomguard-{later.pid}-abcdef-job"
+        reused.mkdir()
+        an_hour_ago = psutil.Process(later.pid).create_time() - 3600
+        os.utime(reused, (an_hour_ago, an_hour_ago))  # made long before its "owner" started
+        assert reused in sweep_stale_groups(cgroup_limiter.base)
+        assert not reused.exists()
+    finally:
+        later.communicate("")
+
+
 @contextlib.contextmanager
 def stall_signal(group: MemoryGroup, version: str) -> Iterator[int]:
     """A descriptor the kernel makes readable as the held group reaches its ceiling: v1, an

@@ -45,6 +45,7 @@ from oomguard.limits.notify import CgroupEventSource
 from oomguard.limits.peak import PeakMethod
 
 GROUP_PREFIX = "oomguard-"
+PID_START_SLACK = 1.0  # seconds: psutil's start time is derived from boot time and ticks
 SUPERVISOR_LEAF = "oomguard.supervisor"  # no GROUP_PREFIX: it is no job's, and never swept
 
 __all__ = [
@@ -179,6 +180,19 @@ def move_into_leaf(base: Path) -> Path:
     return leaf
 
 
+def owner_alive(owner: int, group: Path) -> bool:
+    """Whether the supervisor that made ``group`` still runs: its pid lives, and that
+    process started before the group was made (pids wrap: on a busy machine a dead
+    supervisor's pid soon belongs to another process, whose group this is not)."""
+    try:
+        started = psutil.Process(owner).create_time()
+        info = group.stat()
+    except (psutil.Error, OSError):
+        return False
+    made_by = min(info.st_ctime, info.st_mtime)  # neither is older than the group
+    return started <= made_by + PID_START_SLACK
+
+
 def sweep_stale_groups(base: Path) -> list[Path]:
     """Remove ``oomguard-<pid>-*`` cgroups under ``base`` whose supervisor ``pid`` is dead."""
     removed: list[Path] = []
@@ -193,7 +207,7 @@ def sweep_stale_groups(base: Path) -> list[Path]:
             owner = int(entry.name[len(GROUP_PREFIX) :].split("-", 1)[0])
         except ValueError:
             continue
-        if psutil.pid_exists(owner):
+        if owner_alive(owner, entry):
             continue
         for child in sorted((p for p in entry.rglob("*") if p.is_dir()), reverse=True):
             kill_procs(child, timeout=5.0)
