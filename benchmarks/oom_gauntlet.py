@@ -5,8 +5,8 @@
 
 Every contender runs the same items (most tens of MiB, some hundreds, a few larger than the
 whole cap; four mixes: ``normal``, ``coinciding`` (more big items), ``burst`` (the poison
-items one after another) and ``big`` (no poison; a third of the items 300-550 MiB, which
-four workers would overrun the cap with together)) with 4 workers inside its own fresh 2 GiB cgroup on this 2-core machine (through
+items one after another) and ``big`` (no poison; a third of the items 450-700 MiB: any four of
+them together overrun the job's cap, three of the larger ones the cgroup's)) with 4 workers inside its own fresh 2 GiB cgroup on this 2-core machine (through
 ``oomguard repro``, which also measures the cgroup's peak and collects the kernel's OOM
 lines). The oracle runs the survivable items only, uncapped, one process per core. Columns:
 outcome (finished / aborted / hung at the timeout), survivable items done (of how many),
@@ -59,7 +59,7 @@ MIXES = {
     "normal": (0.12, (200, 450), "spread"),
     "coinciding": (0.30, (350, 600), "spread"),
     "burst": (0.12, (200, 450), "burst"),  # the four poison items one after another
-    "big": (1 / 3, (300, 550), "none"),  # no poison: big items that would overrun together
+    "big": (1 / 3, (450, 700), "none"),  # no poison: any four big items overrun the job cap
 }
 
 
@@ -217,6 +217,8 @@ def table(mix: str, count: int, timeout: float, peers: list[str]) -> None:
         f"| {len(set(oracle['done']))}/{len(survivable)} | 0 | n/a | 0 | n/a | n/a "
         f"| 1.00 ({oracle['wall']:.1f} s) | {oracle['wall'] / floor:.2f} |"
     )
+    if not poison_walls:
+        return  # no poison: the floor is the oracle's row
     walls = ", ".join(f"{wall:.1f}" for wall in poison_walls)
     print(
         f"| floor: each poison item grown alone to the {JOB_CAP / 1024**3:.1f} GiB job cap ({walls} s), "
