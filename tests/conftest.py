@@ -8,6 +8,7 @@ can never pass by skipping them. Each such test is marked ``cgroups``; the v2 la
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -83,11 +84,17 @@ def cgroup_limiter() -> Iterator[CgroupLimiter]:
         limiter.close()
 
 
-def _our_cgroups() -> set[str]:
+@functools.cache
+def _group_base() -> Path | None:
+    """Where this process's jobs make their groups (it stays put for the whole suite)."""
     setup = detect_setup()
-    if setup.memory_dir is None:
+    return None if setup.memory_dir is None else group_base(setup.memory_dir)
+
+
+def _our_cgroups() -> set[str]:
+    base = _group_base()
+    if base is None:
         return set()
-    base = group_base(setup.memory_dir)
     try:
         return {p.name for p in base.iterdir() if p.name.startswith(GROUP_PREFIX)}
     except OSError:
