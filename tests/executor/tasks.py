@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from oomguard import worker_context
@@ -63,3 +66,29 @@ def pressure() -> str:
 def sleep_and_print(seconds: float, text: str) -> None:
     time.sleep(seconds)
     print(text, flush=True)
+
+
+NESTED: list[Any] = []  # executors started by tasks, kept running as joblib's backend keeps its
+
+
+def start_nested_executor(report: str, die: bool) -> int:
+    """Start an executor in this worker and leave it running; append where it lives (its
+    private run directory, the groups below this worker's) to ``report``; die by SIGKILL
+    if ``die``, as a worker the kernel kills."""
+    from oomguard import Executor
+    from oomguard.memory.cgroups import detect_setup
+
+    nested = Executor(max_workers=1)
+    NESTED.append(nested)
+    value = nested.submit(square, 7).result()
+    prefix = f"oomguard-executor-{os.getpid()}-"
+    own = detect_setup().memory_dir
+    where = {
+        "run_dirs": [str(p) for p in Path(tempfile.gettempdir()).glob(prefix + "*")],
+        "groups": [] if own is None else [str(p) for p in own.rglob("*") if p.is_dir()],
+    }
+    with open(report, "a") as handle:
+        handle.write(json.dumps(where) + "\n")
+    if die:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return value

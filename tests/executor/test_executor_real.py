@@ -245,3 +245,36 @@ def test_submit_at_interpreter_exit() -> None:
     )
     assert "RuntimeError: cannot schedule new futures" in done.stderr
     assert done.stdout.strip() == "runtime-error"
+
+
+def _nested_report(report: Path) -> list[dict[str, list[str]]]:
+    return [json.loads(line) for line in report.read_text().splitlines()]
+
+
+def test_an_executor_a_task_left_running_ends_with_its_worker(tmp_path: Path) -> None:
+    """joblib's backend keeps its executor between calls, in a worker too: the worker's end
+    shuts it down, so its run directory and groups go before the worker's own group."""
+    report = tmp_path / "nested.jsonl"
+    with Executor(max_workers=1) as outer:
+        assert outer.submit(tasks.start_nested_executor, str(report), False).result() == 49
+    close_idle()
+    [where] = _nested_report(report)
+    assert where["run_dirs"] and (where["groups"] or _our_cgroups() == set())
+    assert [p for p in where["run_dirs"] + where["groups"] if Path(p).exists()] == []
+
+
+def test_a_killed_worker_takes_the_groups_of_its_tasks_executor_along(
+    tmp_path: Path, cgroup_limiter: CgroupLimiter
+) -> None:
+    """A worker killed with an executor running inside: its group goes with the nested
+    groups below it, and the next executor sweeps the run directory the dead one left."""
+    report = tmp_path / "nested.jsonl"
+    with Executor(max_workers=1, crash_retries=0) as outer, pytest.raises(WorkerCrashed):
+        outer.submit(tasks.start_nested_executor, str(report), True).result()
+    [where] = _nested_report(report)
+    assert where["groups"] and [p for p in where["groups"] if Path(p).exists()] == []
+    assert all(Path(p).exists() for p in where["run_dirs"])  # its owner died with the worker
+    with Executor(max_workers=1) as sweeper:
+        assert sweeper.submit(tasks.square, 3).result() == 9
+    close_idle()
+    assert [p for p in where["run_dirs"] if Path(p).exists()] == []

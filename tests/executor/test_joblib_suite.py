@@ -34,12 +34,6 @@ _FRESH = (
     "joblib's registry of backends is per process"
 )
 _MEMMAP = "asserts that arrays reach workers memory-mapped: oomguard sends them by pickle"
-# joblib tests not run, and why
-NOT_RUN = {
-    "oomguard-oomguard": "a Parallel call with the oomguard backend inside an oomguard worker "
-    "starts an executor there, which its worker's end kills before it can remove its cgroup "
-    "and temporary directory (left for the next run's sweep): not yet fixed",
-}
 EXPECTED_FAILURES: dict[str, str] = {
     "test_nested_loop[loky-oomguard]": _FRESH,
     "test_nested_loop[back_compat_backend-oomguard]": _FRESH,

@@ -141,6 +141,9 @@ _ERROR = str(Status.ERROR)
 # competes with the workers for the cores; a worker's death loses at most this much work
 REPORT_INTERVAL = 0.5
 REPORT_MAX_ITEMS = 1000  # and at most this many results held back
+# seconds a worker that was asked to stop gives the executors its items started, inside
+# the supervisor's grace for a stopping worker (pool.STOP_GRACE)
+NESTED_SHUTDOWN = 4.0
 
 
 def not_json(index: int, exc: Exception) -> TypeError:
@@ -289,7 +292,17 @@ def main(argv: list[str]) -> int:
     try:
         return run_worker(argv)
     finally:
+        end_nested_executors()
         kill_descendants()  # nothing an item started outlives its worker
+
+
+def end_nested_executors() -> None:
+    """An ``oomguard.Executor`` an item started (joblib's backend keeps one between calls)
+    shuts down before its worker ends: killed instead, it would leave its groups inside the
+    worker's and its temporary run directory behind."""
+    executors = sys.modules.get("oomguard.executor.core")
+    if executors is not None:
+        executors.shutdown_all(NESTED_SHUTDOWN)
 
 
 def run_setup(setup: bytes | None) -> None:

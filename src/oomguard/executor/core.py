@@ -82,6 +82,19 @@ def _at_exit() -> None:
 threading._register_atexit(_at_exit)  # type: ignore[attr-defined]  # before threads are joined
 
 
+def shutdown_all(timeout: float) -> None:
+    """Shut down every executor of this process, cancelling the tasks not started, and wait
+    up to ``timeout`` seconds for them: an oomguard worker calls it as it ends, so that an
+    executor its items started takes its own workers, groups and directory along."""
+    deadline = time.monotonic() + timeout
+    engines = list(_live)
+    for engine in engines:
+        engine.cancel_pending()
+        engine.end()
+    for engine in engines:
+        engine.thread.join(max(0.0, deadline - time.monotonic()))
+
+
 class Executor(StdExecutor):
     def __init__(
         self,
@@ -193,8 +206,7 @@ class Executor(StdExecutor):
         with self._lock:
             self._shutdown = True
             if cancel_futures:
-                for future in list(self._engine.calls.futures.values()):
-                    future.cancel()  # only those still pending: a running task finishes
+                self._engine.cancel_pending()
             self._engine.end()
         if wait:
             self._engine.thread.join()

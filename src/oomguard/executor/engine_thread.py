@@ -12,7 +12,9 @@ made), the executor is broken: every future not done fails with
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import stat
 import tempfile
 import threading
 from pathlib import Path
@@ -28,10 +30,31 @@ from oomguard.executor.tasks import Calls, FutureHooks, FutureSink, TaskSource
 from oomguard.executor.trampoline import SPEC
 from oomguard.journal.store import Journal
 from oomguard.limits.base import Limiter
-from oomguard.limits.cgroup import CgroupLimiter, sweep_stale_groups
+from oomguard.limits.cgroup import CgroupLimiter, owner_alive, sweep_stale_groups
 
 # the stdlib executors' logger: a program's logging set up for ProcessPoolExecutor still hears
 LOG = logging.getLogger("concurrent.futures")
+
+
+RUN_DIR_PREFIX = "oomguard-executor-"  # then the owner's pid: a private run directory
+
+
+def sweep_stale_run_dirs(directory: Path) -> list[Path]:
+    """Remove this user's private executor run directories in ``directory`` whose owner is
+    dead: one left by an executor whose process was killed (a worker's, by the kernel)."""
+    removed: list[Path] = []
+    for entry in directory.glob(f"{RUN_DIR_PREFIX}*-*"):
+        try:
+            owner = int(entry.name[len(RUN_DIR_PREFIX) :].split("-", 1)[0])
+            info = entry.lstat()
+        except (ValueError, OSError):
+            continue
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            continue
+        if not owner_alive(owner, entry):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
 
 
 class EngineThread:
@@ -70,6 +93,10 @@ class EngineThread:
         size = supervisor.intake.sizer.size if supervisor is not None else 1
         return self.config.workers * (2 * size + 1)
 
+    def cancel_pending(self) -> None:
+        for future in list(self.calls.futures.values()):
+            future.cancel()  # only those still pending: a running task finishes
+
     def end(self) -> None:
         """No more tasks: the run ends once those submitted are settled (idempotent)."""
         if not self._ended:
@@ -77,7 +104,8 @@ class EngineThread:
             self.calls.end()
 
     def _main(self) -> None:
-        run_dir = self.run_dir or Path(tempfile.mkdtemp(prefix="oomguard-executor-"))
+        sweep_stale_run_dirs(Path(tempfile.gettempdir()))
+        run_dir = self.run_dir or Path(tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-"))
         try:
             self._run(run_dir)
         except BaseException as err:  # the engine stopped: the executor is broken

@@ -35,10 +35,10 @@ from oomguard.limits.cgroup_v2 import CgroupV2Group
 from oomguard.limits.cgroupfs import (
     CgroupGroup,
     CgroupV1Group,
-    kill_procs,
     permission_error,
     read_procs,
     remove_dir,
+    remove_tree,
     write_file,
 )
 from oomguard.limits.notify import CgroupEventSource
@@ -209,10 +209,6 @@ def sweep_stale_groups(base: Path) -> list[Path]:
             continue
         if owner_alive(owner, entry):
             continue
-        for child in sorted((p for p in entry.rglob("*") if p.is_dir()), reverse=True):
-            kill_procs(child, timeout=5.0)
-            remove_dir(child)
-        kill_procs(entry, timeout=5.0)
-        remove_dir(entry)
+        remove_tree(entry)
         removed.append(entry)
     return removed

@@ -94,6 +94,19 @@ def remove_dir(path: Path, timeout: float = 5.0) -> None:
             delay = min(delay * 2, 0.05)
 
 
+def remove_tree(path: Path, timeout: float = 5.0) -> None:
+    """Kill and remove the cgroup ``path`` with every cgroup below it, the deepest first: a
+    cgroup with children cannot be removed, and killing a group's processes leaves those of
+    its children (an executor started by an item makes its groups inside its worker's)."""
+    try:
+        below = [p for p in path.rglob("*") if p.is_dir()]
+    except OSError:
+        below = []
+    for group in [*sorted(below, key=lambda p: len(p.parts), reverse=True), path]:
+        kill_procs(group, timeout)
+        remove_dir(group, timeout)
+
+
 class CgroupGroup(MemoryGroup):
     """A cgroup directory; version specifics live in the two subclasses."""
 
@@ -189,8 +202,7 @@ class CgroupGroup(MemoryGroup):
             return
         self._close_fds()
         if self.directory.exists():
-            self.kill_all()
-            remove_dir(self.directory)
+            remove_tree(self.directory)
         self.removed = True
 
 
