@@ -20,6 +20,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -74,8 +75,8 @@ def run_oomguard(
     command = [
         *(sys.executable, "-m", "oomguard.cli", "run", f"examples.chem.transforms:{name}"),
         *("--input", str(source), "--output", str(out), "--run-dir", str(run_dir)),
-        *("--memory", args.memory, "--workers", str(args.workers)),
-        *("--batch-size", str(batch), "--log-format", "quiet"),
+        *("--memory", args.memory, "--workers", str(args.workers), "--log-format", "quiet"),
+        *(("--batch-size", str(batch)) if batch else ()),  # 0: the default, adaptive
     ]
     start = time.monotonic()
     code = subprocess.run(command, cwd=ROOT, check=False).returncode
@@ -99,23 +100,34 @@ def compare(name: str, count: int, tmp: Path, args: argparse.Namespace) -> list[
     source = tmp / f"{name}-molecules.parquet"
     write_molecules(source, count)
     chunksize = args.chunksize if name == "featurize" else args.embed_chunksize
-    pool = run_pool(source, tmp / f"{name}-pool.parquet", name, args, chunksize)
-    pool["rows"] = rows_of(tmp / f"{name}-pool.parquet")
-    lines = [line(name, count, f"ProcessPoolExecutor chunksize={chunksize}", pool, pool)]
-    for batch in args.batch_sizes:
-        out = tmp / f"{name}-oomguard-{batch}.parquet"
-        result = run_oomguard(source, out, name, args, batch)
-        result["rows"] = rows_of(out)
-        lines.append(line(name, count, f"oomguard --batch-size {batch}", result, pool))
+    lines = []
+    for round_ in range(1, args.rounds + 1):  # each round: the pool, then oomguard beside it
+        out = tmp / f"{name}-pool.parquet"
+        pool = run_pool(source, out, name, args, chunksize)
+        pool["rows"] = rows_of(out)
+        who = f"ProcessPoolExecutor chunksize={chunksize}"
+        lines.append(line(name, count, round_, who, pool, pool))
+        for batch in args.batch_sizes:
+            out = tmp / f"{name}-oomguard-{batch}.parquet"
+            for old in (out, out.with_suffix(".run")):  # the last round's: oomguard keeps outputs
+                if old.is_dir():
+                    shutil.rmtree(old)
+                old.unlink(missing_ok=True)
+            result = run_oomguard(source, out, name, args, batch)
+            result["rows"] = rows_of(out)
+            who = f"oomguard --batch-size {batch}" if batch else "oomguard (adaptive batches)"
+            lines.append(line(name, count, round_, who, result, pool))
     return lines
 
 
-def line(name: str, count: int, who: str, result: dict[str, Any], pool: dict[str, Any]) -> str:
+def line(
+    name: str, count: int, round_: int, who: str, result: dict[str, Any], pool: dict[str, Any]
+) -> str:
     rate, base = count / result["wall"], count / pool["wall"]
     supervisor = "n/a" if result["supervisor"] is None else f"{result['supervisor'] / MiB:.0f}"
     peak = "n/a" if result["peak"] is None else f"{result['peak'] / MiB:.0f}"
     return (
-        f"| {name} | {count:,} | {who} | {result['exit']} | {result['rows']:,} "
+        f"| {name} | {count:,} | {round_} | {who} | {result['exit']} | {result['rows']:,} "
         f"| {result['wall']:.1f} | {rate:,.0f} | {rate / base:.2f} | {peak} | {supervisor} |"
     )
 
@@ -128,17 +140,20 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--chunksize", type=int, default=64)
     parser.add_argument("--embed-chunksize", type=int, default=4)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[10, 50])
+    parser.add_argument(
+        "--batch-sizes", type=int, nargs="+", default=[0, 10, 50], help="0: the default"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="pool and oomguard, side by side")
     args = parser.parse_args()
     print(
         f"# RDKit transforms, Parquet to Parquet, {args.workers} workers, cap {args.memory}, "
         f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"
     )
     print(
-        "| transform | molecules | runner | exit | rows out | wall s | mol/s | vs pool "
-        "| cgroup peak MiB | supervisor RSS MiB |"
+        "| transform | molecules | round | runner | exit | rows out | wall s | mol/s "
+        "| vs the round's pool | cgroup peak MiB | supervisor RSS MiB |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="oomguard-chem-") as tmp:
         for name, count in (("featurize", args.molecules), ("embed", args.embed)):
             if count:
