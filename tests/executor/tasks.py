@@ -76,16 +76,18 @@ def start_nested_executor(report: str, die: bool) -> int:
     private run directory, the groups below this worker's) to ``report``; die by SIGKILL
     if ``die``, as a worker the kernel kills."""
     from oomguard import Executor
+    from oomguard.limits.cgroup import group_base
     from oomguard.memory.cgroups import detect_setup
 
     nested = Executor(max_workers=1)
     NESTED.append(nested)
     value = nested.submit(square, 7).result()
     prefix = f"oomguard-executor-{os.getpid()}-"
-    own = detect_setup().memory_dir
+    own = detect_setup().memory_dir  # on v2, the leaf this worker moved into for the executor
+    base = None if own is None else group_base(own)
     where = {
         "run_dirs": [str(p) for p in Path(tempfile.gettempdir()).glob(prefix + "*")],
-        "groups": [] if own is None else [str(p) for p in own.rglob("*") if p.is_dir()],
+        "groups": [] if base is None else [str(p) for p in base.rglob("*") if p.is_dir()],
     }
     with open(report, "a") as handle:
         handle.write(json.dumps(where) + "\n")

@@ -327,7 +327,7 @@ def boot(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--timeout", type=float, default=2700, help="seconds for the whole VM")
+    parser.add_argument("--timeout", type=float, default=3300, help="seconds for the whole VM")
     parser.add_argument("--run", metavar="COMMAND", help="run this shell command instead")
     parser.add_argument(
         "pytest_args",
