@@ -7,9 +7,11 @@ molecules, ETKDG 3D embedding with an MMFF energy (``embed``, tens of ms each). 
 Parquet out, ``--workers`` processes on both sides, each side in a cgroup of the same
 ``--memory``: ``ProcessPoolExecutor(workers).map(fn, rows, chunksize=...)`` runs in a fresh
 cgroup of that cap (its parent and its workers), ``oomguard run --memory`` makes its own.
-Wall time is the whole command's, start-up included, on both sides.
+Wall time is the whole command's, start-up included, on both sides. Each round runs the
+pool, then oomguard at each ``--batch-sizes`` (0: the default, adaptive batches), and
+compares each with that round's pool: the machine's speed drifts between rounds.
 
-    python benchmarks/chem_vs_pool.py [--molecules 20000] [--embed 2000] [--memory 1g]
+    python benchmarks/chem_vs_pool.py [--molecules 20000] [--embed 2000] [--rounds 2]
 
 Needs ``pip install '.[chem]'`` and a writable cgroup memory controller (root).
 """
@@ -34,6 +36,7 @@ from oomguard.limits import open_limiter
 from oomguard.sizes import parse_size
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the example's modules (examples/chem), run from anywhere
 MiB = 1024 * 1024
 
 POOL = r"""
