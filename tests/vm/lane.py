@@ -47,7 +47,8 @@ VM_CPUS = "2"
 # the lane's tests: every real-cgroup test but the Dask cluster's (a scheduler and two worker
 # nodes, each an interpreter start that takes tens of seconds under software emulation, over
 # the same node engine and limiter the rest of the lane tests on this kernel)
-SELECTION = ("-m", "cgroups", "--ignore=tests/dask")
+MARKER = ("-m", "cgroups")
+SELECTION = (*MARKER, "--ignore=tests/dask")
 
 
 class Unavailable(Exception):
@@ -265,7 +266,7 @@ def write_request(cache: Path, command: str | None, pytest_args: list[str]) -> P
     if command:
         (results / "command").write_text(command)
     else:
-        pytest_args = pytest_args or [*SELECTION[:2], *lane_test_files()]
+        pytest_args = pytest_args or [*MARKER, *lane_test_files()]
         (results / "args").write_text(shlex.join(pytest_args))
     return results
 

@@ -30,7 +30,7 @@ from oomguard.executor.tasks import Calls, FutureHooks, FutureSink, TaskSource
 from oomguard.executor.trampoline import SPEC
 from oomguard.journal.store import Journal
 from oomguard.limits.base import Limiter
-from oomguard.limits.cgroup import CgroupLimiter, owner_alive, sweep_stale_groups
+from oomguard.limits.cgroup import CgroupLimiter, left_by_dead_owner, sweep_stale_groups
 
 # the stdlib executors' logger: a program's logging set up for ProcessPoolExecutor still hears
 LOG = logging.getLogger("concurrent.futures")
@@ -45,13 +45,11 @@ def sweep_stale_run_dirs(directory: Path) -> list[Path]:
     removed: list[Path] = []
     for entry in directory.glob(f"{RUN_DIR_PREFIX}*-*"):
         try:
-            owner = int(entry.name[len(RUN_DIR_PREFIX) :].split("-", 1)[0])
             info = entry.lstat()
-        except (ValueError, OSError):
+        except OSError:
             continue
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
-            continue
-        if not owner_alive(owner, entry):
+        mine = stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid()
+        if mine and left_by_dead_owner(entry, RUN_DIR_PREFIX):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     return removed

@@ -193,22 +193,25 @@ def owner_alive(owner: int, group: Path) -> bool:
     return started <= made_by + PID_START_SLACK
 
 
+def left_by_dead_owner(entry: Path, prefix: str) -> bool:
+    """Whether ``entry``, named ``<prefix><pid>-...`` by the process that made it, outlived
+    that process (a stale group, an executor's private run directory)."""
+    if not entry.name.startswith(prefix):
+        return False
+    try:
+        owner = int(entry.name[len(prefix) :].split("-", 1)[0])
+    except ValueError:
+        return False
+    return not owner_alive(owner, entry)
+
+
 def sweep_stale_groups(base: Path) -> list[Path]:
     """Remove ``oomguard-<pid>-*`` cgroups under ``base`` whose supervisor ``pid`` is dead."""
-    removed: list[Path] = []
     try:
         entries = list(base.iterdir())
     except OSError:
-        return removed
-    for entry in entries:
-        if not (entry.is_dir() and entry.name.startswith(GROUP_PREFIX)):
-            continue
-        try:
-            owner = int(entry.name[len(GROUP_PREFIX) :].split("-", 1)[0])
-        except ValueError:
-            continue
-        if owner_alive(owner, entry):
-            continue
+        return []
+    removed = [e for e in entries if e.is_dir() and left_by_dead_owner(e, GROUP_PREFIX)]
+    for entry in removed:
         remove_tree(entry)
-        removed.append(entry)
     return removed

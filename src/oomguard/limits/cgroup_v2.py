@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from oomguard.limits.base import GroupMemory, MemoryGroup
-from oomguard.limits.cgroupfs import CgroupGroup, kill_procs, permission_error, write_file
+from oomguard.limits.cgroupfs import CgroupGroup, permission_error, write_file
 from oomguard.limits.peak import BatchPeak, PeakMethod
 from oomguard.memory.cgroups import parse_flat_keyed, read_cgroup_memory
 
@@ -114,7 +114,7 @@ class CgroupV2Group(CgroupGroup):
                 write_file(kill_file, "1")
             except OSError:
                 pass
-        kill_procs(self.directory, timeout)
+        super().kill_all(timeout)  # and waits until they are gone (or kills, before 5.14)
 
     # ------------------------------------------------------------- readings
 

@@ -94,16 +94,25 @@ def remove_dir(path: Path, timeout: float = 5.0) -> None:
             delay = min(delay * 2, 0.05)
 
 
-def remove_tree(path: Path, timeout: float = 5.0) -> None:
-    """Kill and remove the cgroup ``path`` with every cgroup below it, the deepest first: a
-    cgroup with children cannot be removed, and killing a group's processes leaves those of
-    its children (an executor started by an item makes its groups inside its worker's)."""
-    try:
-        below = [p for p in path.rglob("*") if p.is_dir()]
-    except OSError:
-        below = []
-    for group in [*sorted(below, key=lambda p: len(p.parts), reverse=True), path]:
+def groups_under(path: Path) -> list[Path]:
+    """The cgroup ``path`` and every cgroup below it, the deepest first (an executor started
+    by an item makes its groups inside its worker's)."""
+    found = [Path(top) for top, _, _ in os.walk(path)]
+    return sorted(found, key=lambda group: len(group.parts), reverse=True)
+
+
+def kill_tree(path: Path, timeout: float = 5.0) -> None:
+    """SIGKILL every process in ``path`` and in the cgroups below it: a cgroup's
+    ``cgroup.procs`` lists only its own processes, not its children's."""
+    for group in groups_under(path):
         kill_procs(group, timeout)
+
+
+def remove_tree(path: Path, timeout: float = 5.0) -> None:
+    """Kill and remove ``path`` with every cgroup below it, the deepest first: a cgroup
+    with children cannot be removed."""
+    kill_tree(path, timeout)
+    for group in groups_under(path):
         remove_dir(group, timeout)
 
 
@@ -195,13 +204,14 @@ class CgroupGroup(MemoryGroup):
         return read_procs(self.directory)
 
     def kill_all(self, timeout: float = 5.0) -> None:
-        kill_procs(self.directory, timeout)
+        kill_tree(self.directory, timeout)
 
     def remove(self) -> None:
         if self.removed:
             return
         self._close_fds()
         if self.directory.exists():
+            self.kill_all()  # v2's kills the tree with one write
             remove_tree(self.directory)
         self.removed = True
 
