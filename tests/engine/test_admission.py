@@ -15,6 +15,7 @@ from oomguard.engine.admission import Admission, AdmissionConfig, CostModel
 from oomguard.engine.aimd import Aimd
 from oomguard.limits import CgroupLimiter
 from oomguard.memory.kernel_log import read_kernel_log
+from tests.conftest import require_cgroups
 from tests.engine.conftest import manifest
 
 MiB = 1024**2
@@ -57,6 +58,43 @@ def test_unknown_items_start_conservative_then_tighten() -> None:
     assert admission.admits(700 * MiB, 90 * MiB, in_flight=2)
     assert not admission.admits(750 * MiB, 90 * MiB, in_flight=2)
     assert admission.admits(10_000 * MiB, 90 * MiB, in_flight=0)  # one batch may always run
+
+
+def test_a_workers_warm_up_is_learned_apart_from_the_cost_of_a_batch() -> None:
+    """A first batch that loads a library (kept for good) teaches the warm-up; a warm
+    worker's next batch is predicted at what the work itself needs, a fresh one at both."""
+    from oomguard.engine.items import Batch, Item
+
+    admission = Admission(AdmissionConfig(warmup_batches=1), budget=1000 * MiB)
+    batch = Batch([Item(i, {}, 0) for i in range(10)])
+    admission.learn(batch, 45 * MiB, retained=40 * MiB, first=True)
+    admission.learn(batch, 5 * MiB, retained=1 * MiB, first=False)
+    warm, fresh = admission.predict_batch(batch), admission.predict_batch(batch, warm=False)
+    assert 4 * MiB <= warm <= 6 * MiB  # not the 45 MiB the first batch needed
+    assert fresh >= warm + 39 * MiB
+    admission.learn(batch, 3 * MiB, retained=8 * MiB, first=True)  # retained past the cost
+    assert admission.costs.warmup() <= 40 * MiB + 2 * MiB  # the sketch's 2 MiB resolution
+
+
+@pytest.mark.cgroups
+@pytest.mark.timeout(120)
+def test_a_warm_up_kept_by_each_worker_does_not_keep_the_second_one_idle(run_job) -> None:
+    """Each worker keeps 80 MiB after its first item (a library it loaded); under a 256 MiB
+    cap both warm workers fit side by side (2 x ~90 MiB), but predicted at the first
+    items' cost every later item would need 80 MiB more and only one would ever run."""
+    require_cgroups()
+    items = [{"kind": "warm", "warm_mb": 80, "seconds": 0.1, "value": i} for i in range(24)]
+    result, out = run_job(items, memory="256m", workers=2, batch_size=1)
+    assert sorted(line["result"]["value"] for line in out) == list(range(24))
+    attempts = sorted(manifest(result.run_dir), key=lambda a: a["start"])
+    later = attempts[4:]  # both workers warm, the cost model past its first batches
+    overlaps = [
+        (a, b)
+        for a, b in itertools.combinations(later, 2)
+        if a["worker_pid"] != b["worker_pid"] and a["start"] < b["end"] and b["start"] < a["end"]
+    ]
+    assert overlaps, [(a["worker_pid"], a["start"], a["end"]) for a in later]
+    assert result.summary["peak_working_set_mb"] < 0.95 * 256
 
 
 def test_each_kind_of_item_has_its_own_cost() -> None:
@@ -252,8 +290,10 @@ def test_batch_sizer_grows_on_fast_batches_with_memory_to_spare_and_shrinks_on_s
     assert sizer.fitting(per_item=None, room=0) == 32  # nothing learned yet
     fixed = BatchSizer(start=10)
     assert fixed.after_batch(10, 0.01, True) is None and fixed.fitting(10 * MiB, 0) == 10
-    # the last 50 items over 4 workers: 13 each, not one batch of 32 and idle workers
-    assert sizer.share(32, remaining=50, workers=4) == 13
+    # the last 50 items over 4 workers: 7 each (half a share: items differ in length), not
+    # one batch of 32 and idle workers
+    assert sizer.share(32, remaining=50, workers=4) == 7
+    assert sizer.share(32, remaining=3, workers=4) == 2  # never under the floor
     assert fixed.share(10, remaining=50, workers=4) == 10
 
 

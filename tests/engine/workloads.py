@@ -13,6 +13,7 @@ from typing import Any
 
 MiB = 1024 * 1024
 LEAKED: list[bytearray] = []  # what the "leak" items keep, as a leaky library would
+WARMED: list[bytearray] = []  # what the "warm" kind keeps after its first item
 
 # a background helper that detaches itself, as a library's own server would: a new session
 # (start_new_session), and its parent exits once it is up, so it is nobody's child (but
@@ -85,6 +86,15 @@ def work(item: dict[str, Any]) -> Any:
         touch(block)
         LEAKED.append(block)
         return {"leaked_mb": len(LEAKED) * item["mb"]}
+    if kind == "warm":
+        # a library's warm-up, paid by a worker's first item and kept (an import, a cache):
+        # then the work itself, which holds next to nothing for a while
+        if not WARMED:
+            block = allocate(item["warm_mb"])
+            touch(block)
+            WARMED.append(block)
+        time.sleep(item["seconds"])  # the work takes a while; no test waits on it
+        return {"value": item["value"]}
     if kind == "read":
         # reads a file once, a MiB at a time: its pages enter the page cache, charged to
         # the worker's cgroup, and the worker itself holds next to nothing

@@ -15,6 +15,13 @@ that cost (by its largest item's bytes).
 Items of different kinds (an executor's tasks: one kind per function, ``Item.kind``) have
 a cost model each, so a small function's tasks are not admitted at a big one's cost; a
 batch is counted as its first item's kind.
+A worker's first batch of a kind also pays its warm-up: the imports, caches and pools it
+keeps once that batch is over (a PDF library loaded on the first document). What the first
+batch left held is learned apart (the warm-up, a high quantile too) and its cost less that
+part as the cost: a warm worker holds its warm-up already (it is in what the worker holds
+when its next batch starts), so only a worker not yet warm for the kind is predicted at
+cost plus warm-up. Learned together, every later batch on a warm worker would be predicted
+at the one-off warm-up, and under a small cap the second worker would never be admitted.
 Only batches that finished teach the model: a poison item's death says nothing about the
 others, and is the recovery ladder's business. Until a few batches are measured, a batch
 is assumed to need ``unknown_share`` of the budget: conservative, then tighter.
@@ -126,6 +133,18 @@ class CostModel:
         self._per_byte: float | None = None
         self._typical_item = 0.0
         self._typical_byte: float | None = None
+        self.warmups = 0
+
+    def observe_warmup(self, retained: int) -> None:
+        """What a worker's first batch of this kind left held at its end (its warm-up)."""
+        self.registry.record("warmup", max(0, retained))
+        self.warmups += 1
+
+    def warmup(self) -> int:
+        """The learned warm-up (the high quantile; 0 before any first batch finished)."""
+        if self.warmups == 0:
+            return 0
+        return int(self.registry.quantile("warmup", self.quantile) or 0)
 
     def observe(self, items: int, size: int, cost: int) -> None:
         if items <= 0 or cost < 0:
@@ -195,7 +214,7 @@ class Admission:
 
     def model(self, batch: Batch) -> CostModel:
         """The cost model of ``batch``'s kind of work (its first item's)."""
-        kind = batch.items[0].kind if batch.items else ""
+        kind = self.kind(batch)
         if not kind:
             return self.costs
         model = self._kinds.get(kind)
@@ -208,12 +227,28 @@ class Admission:
         """Batches measured, of every kind."""
         return self.costs.observed + sum(m.observed for m in self._kinds.values())
 
-    def predict_batch(self, batch: Batch, times: int = 1) -> int:
-        return self.predict(*self.sizes(batch, times), model=self.model(batch))
+    def predict_batch(self, batch: Batch, times: int = 1, warm: bool = True) -> int:
+        """The batch's predicted cost on a worker warm for its kind, or (``warm`` False) on
+        one that is not: that worker pays its warm-up too."""
+        model = self.model(batch)
+        prediction = self.predict(*self.sizes(batch, times), model=model)
+        return prediction if warm else prediction + model.warmup()
 
-    def learn(self, batch: Batch, cost: int) -> None:
-        """A batch that finished cost this many bytes over its worker's start."""
-        self.model(batch).observe(*self.sizes(batch), cost)
+    def learn(self, batch: Batch, cost: int, retained: int = 0, first: bool = False) -> None:
+        """A batch that finished cost this many bytes over its worker's start and left
+        ``retained`` held at its end; ``first``: its worker's first batch of the kind, whose
+        retained part is the warm-up."""
+        model = self.model(batch)
+        if first:
+            retained = max(0, min(retained, cost))
+            model.observe_warmup(retained)
+            cost -= retained
+        model.observe(*self.sizes(batch), cost)
+
+    @staticmethod
+    def kind(batch: Batch) -> str:
+        """The kind of work a batch is counted as (its first item's)."""
+        return batch.items[0].kind if batch.items else ""
 
     def predict(self, items: int, size: int, model: CostModel | None = None) -> int:
         model = model or self.costs

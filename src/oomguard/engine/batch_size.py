@@ -12,10 +12,13 @@ user asked. On, the size moves within ``[min_batch_size, max_batch_size]``:
   so fast items stop paying a supervisor round trip each few milliseconds; a batch that
   ran over four times ``batch_seconds`` halves it, so slow items keep progress and
   checkpoints coming and a failure costs less work;
-- **the end**: no batch takes more than an equal share of the items not handed out yet
-  (guided self-scheduling: the remaining items over the workers), so batches shrink as the
-  end nears and no worker idles behind another's big last batch. Where the source's length
-  is known this holds throughout; otherwise from when the source is exhausted.
+- **the end**: no batch takes more than half an equal share of the items not handed out
+  yet (factoring: the remaining items over twice the workers), so batches shrink as the end
+  nears and no worker idles behind another's big last batch. Half, not a whole share
+  (guided self-scheduling): items differ in length, and a whole share put two long
+  neighbours (two long documents among short ones) in one worker's last batch while the
+  other worker idled. Where the source's length is known this holds throughout; otherwise
+  from when the source is exhausted.
 """
 
 from __future__ import annotations
@@ -41,10 +44,10 @@ class BatchSizer:
         return max(self.low, min(self.size, int(room // per_item)))
 
     def share(self, size: int, remaining: int, workers: int) -> int:
-        """``size``, cut to an equal share of the ``remaining`` items across the workers."""
+        """``size``, cut to half an equal share of the ``remaining`` items across the workers."""
         if not self.enabled:
             return size
-        share = -(-remaining // max(1, workers))
+        share = -(-remaining // (2 * max(1, workers)))
         return max(self.low, min(size, share))
 
     def after_batch(self, items: int, seconds: float, plentiful: bool) -> int | None:

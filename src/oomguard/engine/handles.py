@@ -116,6 +116,7 @@ class WorkerHandle:
     state: WorkerState = WorkerState.STARTING
     attempt: Attempt | None = None
     batches_done: int = 0
+    warm_for: set[str] = field(default_factory=set)  # kinds of work it has warmed up for
     first_rss: int | None = None  # RSS after its first batch: the leak check's reference
     oom_event: bool = False  # the limiter reported an OOM kill in its group
     kill_reason: KillReason | None = None

@@ -113,7 +113,8 @@ class Outcomes:
         self.ledger.commit(attempt.results)
         worst = self._settle_item_failures(attempt)
         first_error = attempt.item_failures[0].error if attempt.item_failures else None
-        cost = self._cost(handle, attempt, peak) if worst is Status.SUCCESS else None
+        measured = self._cost(handle, attempt, peak) if worst is Status.SUCCESS else None
+        cost = measured[0] if measured is not None else None
         self.ledger.record_attempt(
             attempt,
             handle.pid,
@@ -128,8 +129,11 @@ class Outcomes:
         if held:
             self.admission.side_useful += attempt.elapsed
         if worst is Status.SUCCESS:
-            if cost is not None:
-                self.admission.learn(batch, cost)
+            if measured is not None:
+                kind = self.admission.kind(batch)
+                first = kind not in handle.warm_for
+                self.admission.learn(batch, *measured, first=first)
+                handle.warm_for.add(kind)
             self._adapt_size(batch, attempt.elapsed)
             self.concurrency.success()
             self.backend.success()
@@ -138,15 +142,16 @@ class Outcomes:
         self.pool.maybe_recycle(handle, stats)
 
     @staticmethod
-    def _cost(handle: WorkerHandle, attempt: Attempt, peak: int | None) -> int | None:
-        """What the batch needed (its page cache left out); None where unknown."""
+    def _cost(handle: WorkerHandle, attempt: Attempt, peak: int | None) -> tuple[int, int] | None:
+        """What the batch needed (its page cache left out), and what it left held at its
+        end over its start (the worker's working set then and now); None where unknown."""
         if peak is None:
             return None
         try:
             charged, working = handle.group.charge()
         except OSError:
             return None
-        return attempt.cost(peak, charged, working)
+        return attempt.cost(peak, charged, working), max(0, working - attempt.baseline)
 
     def _settle_item_failures(self, attempt: Attempt) -> Status:
         """Per-item failures of a batch that went on: the backend's back to the queue,
