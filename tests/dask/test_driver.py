@@ -1,6 +1,7 @@
 """A job across a real Dask cluster (``dask scheduler`` and two ``dask worker`` processes
 on 127.0.0.1): every survivable item exactly once, the poison quarantined with its node
-named, through the loss of a node and of the driver itself."""
+named, through the loss of a node and of the driver itself; report.html and the
+Prometheus metrics per node."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ import psutil
 import pytest
 
 from oomguard import Job
+from oomguard.report import write_report
 from tests.conftest import require_cgroups
-from tests.dask.cluster import DaskCluster, dask_cluster
+from tests.dask.cluster import DaskCluster, dask_cluster, free_port
 from tests.helpers.cli import ROOT, cli_env, oomguard_argv, run_cli
 from tests.helpers.gates import Gate
+from tests.helpers.metrics import by_node, scrape
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.cgroups]
 WORK = "tests.engine.workloads:work"
@@ -40,12 +43,19 @@ def node_of(cluster: DaskCluster, pid: int) -> str:
     return next(name for name, proc in cluster.nodes.items() if proc.pid in ancestors)
 
 
-def driver(items: Path, run_dir: Path, address: str) -> subprocess.Popen[str]:
+def driver(items: Path, run_dir: Path, address: str, *extra: str) -> subprocess.Popen[str]:
     argv = oomguard_argv(
         "run", WORK, "--input", str(items), "--run-dir", str(run_dir), "--cluster", address,
         "--workers", "2", "--memory", "400m", "--batch-size", "2", "--log-format", "quiet",
+        *extra,
     )  # fmt: skip
     return subprocess.Popen(argv, cwd=ROOT, env=cli_env(), text=True, stderr=subprocess.PIPE)
+
+
+def table(page: str, heading: str) -> list[list[str]]:
+    """The rows of the report's table under ``heading``, each a list of its cells' HTML."""
+    body = page.split(f"<h2>{heading}</h2>", 1)[1].split("</table>", 1)[0]
+    return [row.split("</tr>", 1)[0].split("<td>")[1:] for row in body.split("<tr>")[2:]]
 
 
 def test_the_gauntlet_across_two_nodes(tmp_path: Path) -> None:
@@ -71,6 +81,42 @@ def test_the_gauntlet_across_two_nodes(tmp_path: Path) -> None:
     assert evidence["node"] in nodes and evidence["died_alone"] is True
     assert evidence["node_cap_mb"] == 400 and evidence["signal"] == 9
     assert len(nodes) == 2 and all(stats["batches"] > 0 for stats in nodes.values())
+    assert sorted(stats["name"] for stats in nodes.values()) == ["node0", "node1"]
+    assert sum(stats["items_done"] for stats in nodes.values()) == 39
+    killer = nodes[evidence["node"]]
+    assert killer["oom_kills"] >= 1 and killer["peak_mb"] is not None
+    _check_the_report(run_dir, summary, killer["name"])
+
+
+def _check_the_report(run_dir: Path, summary: dict[str, Any], killer: str) -> None:
+    """report.html: a row per node with its figures, and the node of each failed attempt
+    (the manifest's) and of the quarantined item, by its Dask name beside its address."""
+    nodes = summary["cluster"]["nodes"]
+    page = write_report(run_dir).read_text()
+    rows = {row[0].split(" ", 1)[0]: row for row in table(page, "Nodes")}
+    assert sorted(rows) == ["node0", "node1"]
+    keys = ("batches", "items", "items_done", "oom_kills", "batches_lost", "peak_mb")
+    for address, stats in nodes.items():
+        row = rows[stats["name"]]
+        assert address in row[0] and "connected to the end" in row[-1]
+        assert [cell.split("</td>")[0] for cell in row[1:7]] == [str(stats[k]) for k in keys]
+    assert "<h2>Nodes lost</h2>" not in page
+    manifest = json.loads((run_dir / "ingest_manifest.json").read_text())
+    failures = [
+        a
+        for a in manifest
+        if "batch_id" in a and (a["status"] != "success" or a.get("items_failed"))
+    ]
+    rows_failed = table(page, "Failed attempts")
+    assert len(rows_failed) == len(failures) > 0
+    for row, attempt in zip(rows_failed, failures, strict=True):
+        assert row[3].startswith(nodes[attempt["node"]]["name"]) and attempt["node"] in row[3]
+    for address, stats in nodes.items():  # each node's kills are its attempts' in the manifest
+        kills = [a for a in failures if a["node"] == address and a["status"] == "oom_killed"]
+        assert stats["oom_kills"] == len(kills)
+    assert sum(stats["oom_kills"] for stats in nodes.values()) == summary["oom_kills"]
+    [poison] = table(page, "Quarantined items")
+    assert poison[0].startswith("17") and poison[1].startswith(killer)
 
 
 def test_a_node_killed_mid_run(tmp_path: Path) -> None:
@@ -79,14 +125,17 @@ def test_a_node_killed_mid_run(tmp_path: Path) -> None:
     items = [{"kind": "ok", "value": i} for i in range(30)]
     items[6] = gate.item()
     source = write_items(tmp_path / "items.jsonl", items)
+    port = free_port()
     with dask_cluster(tmp_path) as cluster:
-        proc = driver(source, tmp_path / "run", cluster.address)
+        proc = driver(source, tmp_path / "run", cluster.address, "--metrics-port", str(port))
         try:
             node = node_of(cluster, gate.wait_running(proc))
             address = _address_of(cluster, node)
+            before = scrape(port)
             cluster.kill_node(node)  # its whole process tree, by SIGKILL
             survivor = node_of(cluster, gate.wait_running(proc))  # sent elsewhere
             assert survivor != node
+            after = scrape(port)  # the loss is settled: the gate's batch was sent again
             gate.open()
             _, stderr = proc.communicate(timeout=180)
         finally:
@@ -99,6 +148,33 @@ def test_a_node_killed_mid_run(tmp_path: Path) -> None:
     lost = [e for e in summary["events"] if e["event"] in ("batch_lost", "node_lost")]
     assert lost and all(e["node"] == address for e in lost)
     assert any("reason" in e and e["reason"] for e in lost)
+    _check_the_metrics(before, after, node, survivor)
+    page = write_report(tmp_path / "run").read_text()
+    rows = {row[0].split(" ", 1)[0]: row for row in table(page, "Nodes")}
+    reason = summary["cluster"]["lost"][address]
+    assert reason and reason in rows[node][-1] and "connected to the end" in rows[survivor][-1]
+    [gone] = table(page, "Nodes lost")
+    assert gone[0].startswith(node) and address in gone[0] and reason in gone[2]
+    assert int(gone[1].split("</td>")[0]) == summary["cluster"]["nodes"][address]["batches_lost"]
+
+
+def _check_the_metrics(before: Any, after: Any, node: str, survivor: str) -> None:
+    """Scraped while the gate's batch ran on ``node``, then on ``survivor`` once ``node``
+    was killed: the nodes connected, each one's batches in flight and lost, by name."""
+    connected = by_node(before, "oomguard_node_connected")  # the other may join later
+    assert connected[node] == 1 and before[("oomguard_nodes_connected", ())] == sum(
+        connected.values()
+    )
+    assert by_node(before, "oomguard_node_in_flight")[node] >= 1
+    assert by_node(before, "oomguard_node_batches_lost_total")[node] == 0
+    assert after[("oomguard_nodes_connected", ())] == 1
+    assert by_node(after, "oomguard_node_connected") == {node: 0, survivor: 1}
+    assert by_node(after, "oomguard_node_batches_lost_total")[node] >= 1
+    assert by_node(after, "oomguard_node_batches_lost_total")[survivor] == 0
+    assert by_node(after, "oomguard_node_in_flight")[survivor] >= 1
+    done = by_node(after, "oomguard_node_items_total")
+    assert sum(done.values()) <= after[("oomguard_items_total", (("status", "success"),))]
+    assert set(by_node(after, "oomguard_node_batches_total")) == {node, survivor}
 
 
 def test_the_driver_killed_then_resumed(tmp_path: Path) -> None:

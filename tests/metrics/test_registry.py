@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from oomguard.errors import ConfigError
 from oomguard.metrics import OVERFLOW, QuantileSketch, Registry
 from oomguard.metrics.exporter import Exporter, RunNumbers
+from tests.helpers.metrics import by_node, scrape
 
 QS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999, 1.0)
 
@@ -223,6 +224,42 @@ def test_exporter_output_parses_with_prometheus_clients_own_parser() -> None:
         (),
     ) in samples
     assert any(name.startswith("process_") for name in families)
+
+
+def test_the_exporter_adds_per_node_metrics_only_for_a_cluster_run() -> None:
+    registry = Registry("1MiB", windows=0)
+    one_machine = RunNumbers(items={"success": 3}, oom_kills=1)
+    figures = {
+        "tcp://10.0.0.2:4000": {
+            "name": "b", "connected": False, "batches": 4, "items_done": 7, "oom_kills": 1,
+            "batches_lost": 2, "in_flight": 0, "left": "worker-close",
+        },
+        "tcp://10.0.0.1:4000": {
+            "name": "a", "connected": True, "batches": 9, "items_done": 30, "oom_kills": 0,
+            "batches_lost": 0, "in_flight": 3, "left": None,
+        },
+    }  # fmt: skip
+    cluster = RunNumbers(items={"success": 37}, oom_kills=1, nodes=figures)
+    samples = {}
+    for numbers in (one_machine, cluster):
+        exporter = Exporter(lambda numbers=numbers: numbers, registry, port=0)
+        try:
+            samples[numbers is cluster] = scrape(exporter.port)
+        finally:
+            exporter.close()
+    alone, nodes = samples[False], samples[True]
+    assert not [name for name, _ in alone if name.startswith(("oomguard_node", "oomguard_nodes"))]
+    assert set(alone) <= set(nodes)  # the single-machine metrics, the same on a cluster
+    assert nodes[("oomguard_nodes_connected", ())] == 1
+    a = (("address", "tcp://10.0.0.1:4000"), ("node", "a"))
+    b = (("address", "tcp://10.0.0.2:4000"), ("node", "b"))
+    assert nodes[("oomguard_node_connected", a)] == 1 and nodes[("oomguard_node_connected", b)] == 0
+    assert nodes[("oomguard_node_batches_total", b)] == 4
+    assert nodes[("oomguard_node_items_total", a)] == 30
+    assert nodes[("oomguard_node_oom_kills_total", b)] == 1
+    assert nodes[("oomguard_node_batches_lost_total", b)] == 2
+    assert nodes[("oomguard_node_in_flight", a)] == 3
+    assert by_node(nodes, "oomguard_node_in_flight") == {"a": 3, "b": 0}
 
 
 def test_bad_configuration() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -27,6 +28,7 @@ from oomguard.engine.config import JobConfig
 from oomguard.engine.items import Batch
 from oomguard.engine.ledger import Ledger
 from oomguard.errors import OomguardError
+from oomguard.sizes import mib
 
 CONNECT_TIMEOUT = 30.0  # seconds to reach the scheduler
 NODES_TIMEOUT = 120.0  # seconds for a first node to join
@@ -109,12 +111,20 @@ def open_cluster(config: JobConfig, memory: int, run_dir: Path) -> Cluster:
 
 
 class NodeTable:
-    """The nodes the scheduler has, what each did, and the events of their coming and going."""
+    """The nodes the scheduler has, what each did, and the events of their coming and going.
+
+    Nodes are known by their address (as the manifest and the events name them), and by
+    the name Dask gives each (``dask worker --name``). :meth:`figures` is each node's
+    record, the one that summary.json and the Prometheus exporter (another thread) read.
+    """
 
     def __init__(self) -> None:
         self.live: set[str] = set()
         self.stats: dict[str, Counter[str]] = {}
         self.lost: dict[str, str] = {}  # node -> the reason Dask gave
+        self.named: dict[str, str] = {}  # node -> its Dask name
+        self.peaks: dict[str, int] = {}  # node -> the highest peak of its attempts, bytes
+        self._lock = threading.Lock()  # the exporter's thread reads what the loop writes
         self.checked = 0.0
         self.seen = False  # the first look: the nodes there at the start join no one
         self.away_since: float | None = None  # no scheduler, or no node, since (monotonic)
@@ -130,12 +140,13 @@ class NodeTable:
     def refresh(self, client: Any, ledger: Ledger) -> None:
         self.checked = time.monotonic()
         try:
-            now = set(client.scheduler_info(n_workers=-1)["workers"])
+            workers = client.scheduler_info(n_workers=-1)["workers"]
         except Exception:
             # the scheduler is away: the client reconnects, the nodes stay as known
             self.away_since = self.away_since or time.monotonic()
             self.scheduler_away = True
             return
+        now = set(workers)
         if self.scheduler_away:  # a new scheduler knows no plugin: the driver installs it again
             self.scheduler_away = False
             self.came_back = True
@@ -143,13 +154,18 @@ class NodeTable:
         self.away_since = None if now else self.away_since or time.monotonic()
         for gone in sorted(self.live - now):
             reason = removal_reason(client, gone)
-            self.lost[gone] = reason
+            with self._lock:
+                self.lost[gone] = reason
             ledger.event("node_lost", node=gone, reason=reason)
         for new in sorted(now - self.live):
+            name = str(workers[new].get("name", new))
             if self.seen:
-                ledger.event("node_joined", node=new)
-            self.stats.setdefault(new, Counter())
-        self.live = now
+                ledger.event("node_joined", node=new, node_name=name)
+            with self._lock:
+                self.named[new] = name
+                self.stats.setdefault(new, Counter())
+        with self._lock:
+            self.live = now
         self.seen = True
 
     def check_away(self, limit: float) -> None:
@@ -169,22 +185,51 @@ class NodeTable:
         return node if busy[node] < per_node else None
 
     def note_attempt(self, result: NodeResult, batch: Batch, status: Status) -> None:
-        stats = self.stats.setdefault(result.node, Counter())
-        stats["batches"] += 1
-        stats["items"] += len(batch.items)
-        stats[str(status)] += 1
-        if result.status == Status.OOM_KILLED:
-            stats["oom_kills"] += 1
+        with self._lock:
+            stats = self.stats.setdefault(result.node, Counter())
+            stats["batches"] += 1
+            stats["items"] += len(batch.items)
+            stats["items_done"] += sum(map(len, result.results))
+            stats[str(status)] += 1
+            if result.status == Status.OOM_KILLED:
+                stats["oom_kills"] += 1
+            if result.peak is not None and result.peak > self.peaks.get(result.node, -1):
+                self.peaks[result.node] = result.peak
+
+    def figures(self, in_flight: Counter[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Each node's record, by address: its Dask name, whether it is connected, its
+        attempts (``batches``, ``items`` in them, ``items_done``, a count per status),
+        ``oom_kills``, ``batches_lost``, ``peak_mb`` (None before a peak is known), the
+        reason it left (``left``: Dask's, None while connected), and with ``in_flight``
+        the batches it has now."""
+        with self._lock:
+            figures: dict[str, dict[str, Any]] = {}
+            for node, stats in sorted(self.stats.items()):
+                peak = self.peaks.get(node)
+                record: dict[str, Any] = {
+                    "name": self.named.get(node, node),
+                    "connected": node in self.live,
+                    **{key: 0 for key in ("batches", "items", "items_done", "oom_kills")},
+                    "batches_lost": 0,
+                    **stats,
+                    "peak_mb": mib(peak) if peak is not None else None,
+                    "left": self.lost.get(node),
+                }
+                if in_flight is not None:
+                    record["in_flight"] = in_flight[node]
+                figures[node] = record
+            return figures
 
     def loss_reason(self, cluster: Any, node: str, error: BaseException | None) -> str:
         """Why a batch's future failed without a report: its node's loss, in Dask's words."""
         what = f"{type(error).__name__}: {error}" if error is not None else "cancelled"
+        removed = "unknown"
         if node not in self.lost and cluster is not None:
             removed = removal_reason(cluster.client, node)
+        with self._lock:
             if removed != "unknown":
                 self.lost[node] = removed
-        stats = self.stats.setdefault(node, Counter())
-        stats["batches_lost"] += 1
+            self.stats.setdefault(node, Counter())["batches_lost"] += 1
         return f"{what} (node {node}: {self.lost.get(node, 'still known to the scheduler')})"
 
 

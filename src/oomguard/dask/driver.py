@@ -29,6 +29,7 @@ import queue
 import select
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,8 @@ from oomguard.engine.sources import Source
 from oomguard.errors import OomguardError, SinkError
 from oomguard.journal.ranges import RangeSet
 from oomguard.journal.store import Journal, JournalLost
+from oomguard.memory.own import own_rss
+from oomguard.metrics.exporter import Exporter, RunNumbers
 
 IDLE_WAIT = 0.5  # seconds the loop waits at most when nothing is due sooner
 FETCH_TIMEOUT = 10.0  # seconds to fetch a finished batch's report before it counts as lost
@@ -113,6 +116,7 @@ class ClusterDriver:
         self.session = 0
         self.status = "finished"
         self.failure: str | None = None
+        self.exporter: Exporter | None = None
 
     # ---------------------------------------------------------------- the loop
 
@@ -138,6 +142,13 @@ class ClusterDriver:
         self.cluster = open_cluster(self.config, self.memory, self.run_dir)
         self.nodes.refresh(self.cluster.client, self.ledger)
         self.ledger.event("cluster", address=self.cluster.address, nodes=self.nodes.names())
+        if self.config.metrics_port is not None:
+            self.exporter = Exporter(
+                self.numbers,
+                self.ledger.metrics,
+                self.config.metrics_port,
+                self.config.metrics_addr,
+            )
 
     def finished(self) -> bool:
         return self.intake.exhausted() and not self.flights
@@ -262,13 +273,36 @@ class ClusterDriver:
             in_flight=len(self.flights),
             oom_kills=counters.oom_kills,
             memory_used=0,
-            memory_cap=self.memory * max(1, len(self.nodes.names())),
+            memory_cap=self.budget(),
             elapsed=time.monotonic() - self.start,
+        )
+
+    def budget(self) -> int:
+        """The cluster's memory: each node's budget, times the nodes connected."""
+        return self.memory * max(1, len(self.nodes.live))
+
+    def numbers(self) -> RunNumbers:
+        """For the Prometheus exporter (called from its thread: reads only): the job's
+        figures, and each node's."""
+        # one C-level copy: the loop's thread may add or settle a flight meanwhile
+        flights = tuple(self.flights.values())
+        # the nodes first: the loop commits an attempt's items before it notes them on its
+        # node, so the items a scrape shows per node never add up past the job's
+        nodes = self.nodes.figures(Counter(flight.node for flight in flights))
+        counters = self.ledger.counters
+        return RunNumbers(
+            items=counters.by_status(),
+            oom_kills=counters.oom_kills,
+            supervisor_bytes=own_rss(),
+            budget_bytes=self.budget(),
+            nodes=nodes,
         )
 
     # ---------------------------------------------------------------- the end
 
     def teardown(self) -> dict[str, Any]:
+        if self.exporter is not None:
+            self.exporter.close()
         for future in list(self.flights):
             with contextlib.suppress(Exception):
                 future.cancel()

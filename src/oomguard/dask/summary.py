@@ -1,5 +1,6 @@
 """summary.json for a job run by the cluster driver: the single-machine summary's keys,
-and per node what it ran, what it lost, and which nodes left."""
+and per node (by address) what it ran, what it lost, and which nodes left
+(:meth:`~oomguard.dask.cluster.NodeTable.figures`)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def cluster_summary(driver: ClusterDriver, end_wall: float) -> dict[str, Any]:
         "cluster": {
             "address": cluster.address if cluster is not None else driver.config.cluster,
             "in_flight_per_node": driver.per_node,
-            "nodes": {node: dict(stats) for node, stats in sorted(driver.nodes.stats.items())},
+            "nodes": driver.nodes.figures(),
             "lost": dict(driver.nodes.lost),
         },
         "events": list(driver.ledger.events),

@@ -57,6 +57,10 @@ class Counters:
     def done(self) -> int:
         return self.succeeded + self.quarantined_total
 
+    def by_status(self) -> dict[str, int]:
+        """Items finished, by status (the exporter's ``oomguard_items_total``)."""
+        return {"success": self.succeeded, **self.quarantined}
+
 
 class Ledger:
     def __init__(

@@ -86,7 +86,7 @@ class RunSummary:
                 continue
         counters = self.ledger.counters
         return RunNumbers(
-            items={"success": counters.succeeded, **counters.quarantined},
+            items=counters.by_status(),
             oom_kills=counters.oom_kills,
             job_bytes=self.monitor.last_cgroup,
             job_working_set_bytes=self.monitor.last_working_set,

@@ -9,7 +9,16 @@ bound to 127.0.0.1 unless told otherwise.
     oomguard_metrics_sketch_bytes             bytes held by oomguard's own metrics registry
     oomguard_label_overflow_total             values folded into the overflow label
     oomguard_backend_restarts_total           model backend restarts
-plus prometheus_client's standard process_* and python_* metrics.
+plus prometheus_client's standard process_* and python_* metrics. A job on a Dask cluster
+(``cluster=``) adds, per node (labels ``node``: the Dask worker's name, ``address``):
+
+    oomguard_nodes_connected                  nodes connected to the scheduler now
+    oomguard_node_connected{node,address}     1 while connected, 0 once it left
+    oomguard_node_batches_total{...}          batch attempts the node reported
+    oomguard_node_items_total{...}            items the node reported done
+    oomguard_node_oom_kills_total{...}        OOM kills on the node
+    oomguard_node_batches_lost_total{...}     batches lost with the node (sent elsewhere)
+    oomguard_node_in_flight{...}              batches sent to the node, not yet settled
 """
 
 from __future__ import annotations
@@ -26,6 +35,15 @@ from oomguard.metrics.registry import Registry
 
 BATCH_SECONDS = "batch_seconds"
 QUANTILES = (0.5, 0.9, 0.99)
+# a node's figure (oomguard.dask.cluster.NodeTable.figures) -> its metric, kind and help
+NODE_METRICS = (
+    ("connected", "oomguard_node_connected", "gauge", "1 while the node is connected, 0 after."),
+    ("batches", "oomguard_node_batches", "counter", "Batch attempts the node reported."),
+    ("items_done", "oomguard_node_items", "counter", "Items the node reported done."),
+    ("oom_kills", "oomguard_node_oom_kills", "counter", "OOM kills on the node."),
+    ("batches_lost", "oomguard_node_batches_lost", "counter", "Batches lost with the node."),
+    ("in_flight", "oomguard_node_in_flight", "gauge", "Batches in flight on the node."),
+)
 
 
 @dataclass
@@ -40,6 +58,8 @@ class RunNumbers:
     supervisor_bytes: int = 0
     budget_bytes: int = 0
     backend_restarts: int = 0
+    # a job on a Dask cluster: each node's figures, by address (None on one machine)
+    nodes: dict[str, dict[str, Any]] | None = None
 
 
 class OomguardCollector:
@@ -99,6 +119,26 @@ class OomguardCollector:
         yield CounterMetricFamily(
             "oomguard_backend_restarts", "Model backend restarts.", value=now.backend_restarts
         )
+        if now.nodes is not None:
+            yield from node_families(now.nodes)
+
+
+def node_families(nodes: dict[str, dict[str, Any]]) -> Iterator[Any]:
+    """The per-node metrics of a job on a Dask cluster."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    yield GaugeMetricFamily(
+        "oomguard_nodes_connected",
+        "Dask nodes connected to the scheduler.",
+        value=sum(bool(figures.get("connected")) for figures in nodes.values()),
+    )
+    for key, name, kind, text in NODE_METRICS:
+        family_type = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+        family = family_type(name, text, labels=["node", "address"])
+        for address, figures in sorted(nodes.items()):
+            if key in figures:
+                family.add_metric([str(figures.get("name", address)), address], float(figures[key]))
+        yield family
 
 
 def build_registry(numbers: Callable[[], RunNumbers], registry: Registry) -> Any:

@@ -4,7 +4,7 @@ The page is self-contained (the image is embedded), so it can be attached to a b
 or opened from a zip. Its banner's colour is the outcome: green when everything was done,
 amber when items were quarantined for errors of their own (or the run was interrupted),
 red when the kernel OOM-killed anything. Reading the artifacts is report/load.py's, the
-curve report/plot.py's. Needs matplotlib (``pip install 'oomguard[report]'``).
+curve report/plot.py's, a cluster run's nodes report/nodes.py's. Needs matplotlib (``pip install 'oomguard[report]'``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 from oomguard.engine.artifacts import open_private
 from oomguard.errors import ConfigError
 from oomguard.report.load import LIMIT, RunArtifacts, load_run
+from oomguard.report.nodes import cluster_nodes, node_cell, nodes_section
 from oomguard.report.plot import kill_peaks, kill_times, plot
 
 STATUS_COLOURS = {
@@ -116,27 +117,34 @@ def _batch_text(attempt: dict[str, Any]) -> str:
     return f"in batch {attempt.get('batch_id')} of {len(indices)} ({indices[0]}…{indices[-1]})"
 
 
-def _failures_table(manifest: list[dict[str, Any]]) -> list[str]:
+def _failures_table(
+    manifest: list[dict[str, Any]], nodes: dict[str, dict[str, Any]] | None = None
+) -> list[str]:
+    """The failed attempts; ``nodes`` (a cluster run's): a column with the node of each."""
     failures = [a for a in manifest if a.get("status") != "success" or a.get("items_failed")]
     if not failures:
         return []
+    node_th = "<th>node</th>" if nodes else ""
     parts = [
         "<h2>Failed attempts</h2><table><tr><th>failed item</th><th>batch</th><th>attempt</th>"
-        "<th>status</th><th>peak MiB</th><th>what happened</th></tr>"
+        f"{node_th}<th>status</th><th>peak MiB</th><th>what happened</th></tr>"
     ]
     for a in failures[:LIMIT]:
         items = ", ".join(_item(i, label) for i, label in failed_items(a)) or "?"
         flags = f"{' bystander' if a.get('bystander') else ''}{' alone' if a.get('alone') else ''}"
+        node_td = f"<td>{node_cell(a.get('node'), nodes)}</td>" if nodes else ""
         parts.append(
             f"<tr><td>{items}</td><td>{html.escape(_batch_text(a))}</td><td>{a.get('attempt')}</td>"
-            f"<td>{_pill(a.get('status', '?'))}{flags}</td><td>{a.get('peak_mb')}</td>"
+            f"{node_td}<td>{_pill(a.get('status', '?'))}{flags}</td><td>{a.get('peak_mb')}</td>"
             f"<td>{html.escape(str(a.get('error_message') or ''))}</td></tr>"
         )
     parts.append("</table>")
     return parts
 
 
-def _attempts_table(manifest: list[dict[str, Any]]) -> list[str]:
+def _attempts_table(
+    manifest: list[dict[str, Any]], nodes: dict[str, dict[str, Any]] | None = None
+) -> list[str]:
     if not manifest:
         return []
     by_status: dict[str, int] = {}
@@ -145,24 +153,31 @@ def _attempts_table(manifest: list[dict[str, Any]]) -> list[str]:
     parts = ["<h2>Batch attempts by status</h2><table><tr><th>status</th><th>attempts</th></tr>"]
     parts += [f"<tr><td>{_pill(s)}</td><td>{n}</td></tr>" for s, n in sorted(by_status.items())]
     parts.append("</table>")
-    return parts + _failures_table(manifest)
+    return parts + _failures_table(manifest, nodes)
 
 
-def _quarantine_table(entries: list[dict[str, Any]]) -> list[str]:
+def _quarantine_table(
+    entries: list[dict[str, Any]], nodes: dict[str, dict[str, Any]] | None = None
+) -> list[str]:
+    """The quarantined items; ``nodes`` (a cluster run's): a column with the node of each."""
     if not entries:
         return []
+    node_th = "<th>node</th>" if nodes else ""
     parts = [
-        "<h2>Quarantined items</h2><table><tr><th>item</th><th>status</th><th>evidence</th></tr>"
+        f"<h2>Quarantined items</h2><table><tr><th>item</th>{node_th}<th>status</th>"
+        "<th>evidence</th></tr>"
     ]
     for entry in entries:
         evidence = entry.get("evidence", {})
+        cap = evidence.get("job_cap_mb", evidence.get("node_cap_mb"))
         why = evidence.get("message") or (
-            f"killed at {evidence.get('peak_mb')} MiB of a {evidence.get('job_cap_mb')} MiB cap"
+            f"killed at {evidence.get('peak_mb')} MiB of a {cap} MiB cap"
             if entry.get("status") == "oom_killed"
             else json.dumps(evidence)[:200]
         )
+        node_td = f"<td>{node_cell(evidence.get('node'), nodes)}</td>" if nodes else ""
         parts.append(
-            f"<tr><td>{_item(entry.get('input_index'), entry.get('label'))}</td>"
+            f"<tr><td>{_item(entry.get('input_index'), entry.get('label'))}</td>{node_td}"
             f"<td>{_pill(entry.get('status', '?'))}</td><td>{html.escape(str(why))}</td></tr>"
         )
     parts.append("</table>")
@@ -217,6 +232,7 @@ def write_report(run_dir: Path) -> Path:
     except ImportError as err:
         raise ConfigError("the report needs matplotlib: pip install 'oomguard[report]'") from err
     summary, manifest = art.summary, art.manifest
+    nodes = cluster_nodes(summary)
     kills = kill_times(summary, manifest)
     png = run_dir / "memory.png"
     plot(art.log, summary, kills, kill_peaks(summary, manifest), png)
@@ -227,8 +243,9 @@ def write_report(run_dir: Path) -> Path:
         *_cards(summary, kills),
         f'<img alt="memory over time against the cap" src="data:image/png;base64,{image}">',
         f'<p class="explain">{FIGURES}</p><p class="explain">{WORKER_LINES}</p>',
-        *_attempts_table(manifest),
-        *_quarantine_table(art.quarantine),
+        *nodes_section(summary),
+        *_attempts_table(manifest, nodes),
+        *_quarantine_table(art.quarantine, nodes),
         f"<p style='color:#757575;font-size:.85rem'>Enforced by {html.escape(str(summary.get('enforcement')))}; "
         f"{summary.get('samples', '?')} samples. Files: memory_log.csv, summary.json"
         f"{', ingest_manifest.json' if manifest else ''}, dmesg_excerpt.txt.</p></body></html>",
