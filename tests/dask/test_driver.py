@@ -216,12 +216,6 @@ def test_bad_cluster_addresses_are_one_line_errors(tmp_path: Path) -> None:
     assert not os.path.exists(tmp_path / "run")
 
 
-@pytest.mark.xfail(
-    run=False,
-    reason="open: after a scheduler restart (and its nodes restarted) the driver does not "
-    "finish within 180 s; the resend on reconnect (driver.scheduler_back) is in, the rest "
-    "is not found yet",
-)
 def test_the_scheduler_restarted_mid_run(tmp_path: Path) -> None:
     require_cgroups()
     gate = Gate(tmp_path, once=True)  # the attempt after the restart passes at once

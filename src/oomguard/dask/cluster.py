@@ -31,6 +31,10 @@ from oomguard.errors import OomguardError
 from oomguard.sizes import mib
 
 CONNECT_TIMEOUT = 30.0  # seconds to reach the scheduler
+NODES_AWAY = 120.0  # seconds without a scheduler or a node before the run stops
+# seconds the client tries to reach its scheduler again once it lost it, before it closes
+# for good: past NODES_AWAY, so that the driver's own limit (and its message) comes first
+RECONNECT_TIMEOUT = NODES_AWAY + CONNECT_TIMEOUT
 NODES_TIMEOUT = 120.0  # seconds for a first node to join
 
 
@@ -97,6 +101,10 @@ def open_cluster(config: JobConfig, memory: int, run_dir: Path) -> Cluster:
         node_memory = memory // count
     else:
         client = Client(address, timeout=CONNECT_TIMEOUT)
+        # the client reconnects within its ``timeout`` (distributed keeps it as _timeout,
+        # its reconnect deadline: dask/distributed#2639), then closes; a scheduler that
+        # restarts takes longer than a first connection may
+        client._timeout = RECONNECT_TIMEOUT
     cluster = Cluster(client, address, local, scratch)
     cluster.plugin = OomguardPlugin(
         node_memory, config.workers, worker_memory=config.worker_memory, limiter=config.limiter
@@ -129,6 +137,7 @@ class NodeTable:
         self.seen = False  # the first look: the nodes there at the start join no one
         self.away_since: float | None = None  # no scheduler, or no node, since (monotonic)
         self.scheduler_away = False
+        self.scheduler_id: str | None = None  # the scheduler's own id: a new one on a restart
         self.came_back = False
 
     def names(self) -> list[str]:
@@ -139,18 +148,15 @@ class NodeTable:
 
     def refresh(self, client: Any, ledger: Ledger) -> None:
         self.checked = time.monotonic()
-        try:
-            workers = client.scheduler_info(n_workers=-1)["workers"]
-        except Exception:
+        info = scheduler_info(client)
+        if info is None:
             # the scheduler is away: the client reconnects, the nodes stay as known
             self.away_since = self.away_since or time.monotonic()
             self.scheduler_away = True
             return
+        workers = info["workers"]
         now = set(workers)
-        if self.scheduler_away:  # a new scheduler knows no plugin: the driver installs it again
-            self.scheduler_away = False
-            self.came_back = True
-            ledger.event("scheduler_back", nodes=sorted(now))
+        self._note_scheduler(info.get("id"), now, ledger)
         self.away_since = None if now else self.away_since or time.monotonic()
         for gone in sorted(self.live - now):
             reason = removal_reason(client, gone)
@@ -168,6 +174,18 @@ class NodeTable:
             self.live = now
         self.seen = True
 
+    def _note_scheduler(self, scheduler_id: str | None, now: set[str], ledger: Ledger) -> None:
+        """A scheduler of another id than the last look's is a new one (restarted on the
+        same address): it knows no plugin and none of the batches sent before, and the
+        driver installs and sends again. Its id tells, not a failed look: the client
+        reconnects within its connect timeout, so a quick restart fails no look, and the
+        same scheduler back after a look failed still has the plugin."""
+        known, self.scheduler_id = self.scheduler_id, scheduler_id
+        self.scheduler_away = False
+        if known is not None and scheduler_id != known:
+            self.came_back = True
+            ledger.event("scheduler_back", nodes=sorted(now))
+
     def check_away(self, limit: float) -> None:
         """Stop the run (resumable) when there has been no scheduler or no node for ``limit``."""
         if self.away_since is not None and time.monotonic() - self.away_since > limit:
@@ -177,8 +195,9 @@ class NodeTable:
             )
 
     def with_room(self, per_node: int, flights: Iterable[Any]) -> str | None:
-        """The live node with the fewest batches in flight, if it has fewer than ``per_node``."""
-        if not self.live:
+        """The live node with the fewest batches in flight, if it has fewer than ``per_node``
+        (none while the scheduler is away: a batch waits for the scheduler that comes back)."""
+        if not self.live or self.scheduler_away:
             return None
         busy = Counter(flight.node for flight in flights)
         node = min(self.live, key=lambda name: (busy[name], name))
@@ -224,13 +243,27 @@ class NodeTable:
         """Why a batch's future failed without a report: its node's loss, in Dask's words."""
         what = f"{type(error).__name__}: {error}" if error is not None else "cancelled"
         removed = "unknown"
-        if node not in self.lost and cluster is not None:
+        if node not in self.lost and cluster is not None and not self.scheduler_away:
             removed = removal_reason(cluster.client, node)
         with self._lock:
             if removed != "unknown":
                 self.lost[node] = removed
             self.stats.setdefault(node, Counter())["batches_lost"] += 1
-        return f"{what} (node {node}: {self.lost.get(node, 'still known to the scheduler')})"
+        known = "the scheduler away" if self.scheduler_away else "still known to the scheduler"
+        return f"{what} (node {node}: {self.lost.get(node, known)})"
+
+
+def scheduler_info(client: Any) -> dict[str, Any] | None:
+    """The scheduler's identity (its id, its workers), or None while the client has no
+    connection to one: then the client's last copy is all it would give (distributed
+    answers a failed look with it), after a wait of up to its connect timeout."""
+    if client.status != "running":
+        return None
+    try:
+        info = client.scheduler_info(n_workers=-1)
+    except Exception:
+        return None
+    return info if isinstance(info.get("workers"), dict) else None
 
 
 def removal_reason(client: Any, node: str) -> str:

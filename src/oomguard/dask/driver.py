@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from oomguard.dask.cluster import Cluster, NodeTable, open_cluster
+from oomguard.dask.cluster import NODES_AWAY, Cluster, NodeTable, open_cluster
 from oomguard.dask.node import NodeResult
 from oomguard.dask.plugin import BATCHES
 from oomguard.dask.settle import Settle
@@ -57,7 +57,6 @@ from oomguard.metrics.exporter import Exporter, RunNumbers
 
 IDLE_WAIT = 0.5  # seconds the loop waits at most when nothing is due sooner
 FETCH_TIMEOUT = 10.0  # seconds to fetch a finished batch's report before it counts as lost
-NODES_AWAY = 120.0  # seconds without a scheduler or a node before the run stops
 NODE_CHECK = 0.5  # seconds between looks at which nodes the scheduler has
 
 
@@ -213,10 +212,8 @@ class ClusterDriver:
                 self.handle(future, flight)
         assert self.cluster is not None
         if self.nodes.due(NODE_CHECK):
-            self.nodes.refresh(self.cluster.client, self.ledger)
+            self.look()
             self.nodes.check_away(NODES_AWAY)
-            if self.nodes.came_back:
-                self.scheduler_back()
         self.ledger.maybe_checkpoint(self.config.commit_interval)
         if self.progress.due():
             self.progress.update(self.snapshot())
@@ -238,7 +235,7 @@ class ClusterDriver:
         if isinstance(error, OomguardError):
             raise error  # the function does not load on the node: the run stops, as here
         assert self.cluster is not None
-        self.nodes.refresh(self.cluster.client, self.ledger)  # no batch goes to a gone node
+        self.look()  # no batch goes to a gone node, nor to a new scheduler without the plugin
         reason = self.nodes.loss_reason(self.cluster, flight.node, error)
         self.ledger.event(
             "batch_lost",
@@ -248,6 +245,13 @@ class ClusterDriver:
             reason=reason,
         )
         self.settle.lost(flight.batch, flight.node, reason)
+
+    def look(self) -> None:
+        """Which nodes the scheduler has; a new scheduler gets at once what it lacks."""
+        assert self.cluster is not None
+        self.nodes.refresh(self.cluster.client, self.ledger)
+        if self.nodes.came_back:
+            self.scheduler_back()
 
     def scheduler_back(self) -> None:
         """A new scheduler knows none of the batches in flight, nor the plugin: every
