@@ -29,6 +29,13 @@ def allocate(index: int, mb: int) -> int:
     return index
 
 
+def allocate_noting(index: int, mb: int, directory: str) -> int:
+    """``allocate``, then a file named ``index`` in ``directory``: the call finished."""
+    allocate(index, mb)
+    (Path(directory) / str(index)).touch()
+    return index
+
+
 def wait_at(gate_item: dict[str, Any], value: Any = None) -> Any:
     """Run until the test opens the gate (tests/helpers/gates.py), then return ``value``."""
     gate(gate_item)

@@ -18,7 +18,9 @@ user asked. On, the size moves within ``[min_batch_size, max_batch_size]``:
   (guided self-scheduling): items differ in length, and a whole share put two long
   neighbours (two long documents among short ones) in one worker's last batch while the
   other worker idled. Where the source's length is known this holds throughout; otherwise
-  from when the source is exhausted.
+  from when the source is exhausted, and in a lull (the reader has nothing more for now
+  and the open batch is old enough to go: an executor's bounded read-ahead, a slow source),
+  when the items in hand are all there is and are shared out the same way.
 """
 
 from __future__ import annotations

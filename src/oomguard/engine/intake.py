@@ -162,6 +162,7 @@ class Intake:
         left = self.items_left()
         if left is not None:  # at most an equal share of what is left
             batch_size = min(batch_size, self.sizer.share(self.sizer.high, left, config.workers))
+        lull = False  # the reader has nothing more for now
         while not self.source_done and len(self.open_items) < batch_size:
             try:
                 taken = reader.take(batch_size - len(self.open_items))
@@ -169,6 +170,7 @@ class Intake:
                 reader.waiting.set()
                 if not reader.empty():
                     continue
+                lull = True
                 break
             batch = self._add_taken(taken)
             if batch is not None:
@@ -177,7 +179,10 @@ class Intake:
             return None
         full = len(self.open_items) >= batch_size or self.open_bytes >= config.max_bytes
         old = time.monotonic() - self.open_since >= config.max_wait_ms / 1000
-        if self.source_done:  # exhausted (perhaps during this fill): the open items are all left
+        if self.source_done or (lull and old and not full):
+            # exhausted (perhaps during this fill): the open items are all left; or a lull
+            # (a bounded read-ahead, a slow source): they are all there is for now, and one
+            # worker taking them all would leave the others idle until its batch ends
             batch_size = self.sizer.share(batch_size, len(self.open_items), config.workers)
         if full or old or self.source_done:
             return self._close_open_batch(batch_size)

@@ -63,8 +63,15 @@ from oomguard.executor.trampoline import SPEC
 from oomguard.journal.store import Journal
 from oomguard.limits.select_limiter import open_limiter
 
-DEFAULT_BUFFER_PER_WORKER = 16  # map's read-ahead: chunks per worker submitted ahead
-EXECUTOR_BATCH_SECONDS = 0.02  # short tasks share a batch up to this long (a task's latency)
+# map's read-ahead: chunks per worker submitted ahead. Results come back a batch at a
+# time and map hands them out in order, so the window must outlast a batch on each worker:
+# with 16, batches of 0.1 s drained it and map ran at 0.6 of ProcessPoolExecutor's speed
+DEFAULT_BUFFER_PER_WORKER = 64
+# short tasks share a batch up to this long while more are queued: the most a task's result
+# waits behind its batch's others. 0.1 s lets 20 ms tasks (chunks of 20 calls of 1 ms) pair
+# up four to a batch; at 0.02 s each was its own batch, and the engine's cost per batch
+# left such chunks at 0.88-0.92 of ProcessPoolExecutor (BENCHMARKS.md, "oomguard.Executor")
+EXECUTOR_BATCH_SECONDS = 0.1
 EXECUTOR_MAX_BATCH = 256  # and at most this many tasks
 _live: weakref.WeakSet[EngineThread] = weakref.WeakSet()
 _interpreter_ending = False
