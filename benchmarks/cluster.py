@@ -1,12 +1,14 @@
 """A job on a Dask cluster against the same job on one machine, side by side.
 
-    python benchmarks/cluster.py [--items 60] [--fast-items 3000] [--deaths 5]
+    python benchmarks/cluster.py [--items 60] [--fast-items 10000] [--deaths 5]
 
 1. The OOM gauntlet (benchmarks/oom_gauntlet.py, its "normal" mix) under the same 2 GiB
    cgroup: oomguard on one machine, ``--cluster local:2`` (two Dask nodes, two workers
    each), and Dask alone (LocalCluster, four workers).
 2. Overhead per batch: 1 ms items, single-machine oomguard with 2 workers against
-   ``--cluster local:2`` with 1 worker per node (the same 2 workers), batches of 10.
+   ``--cluster local:2`` with 1 worker per node (the same 2 workers): with the defaults
+   (adaptive batch size), and with batches fixed at 10 and at 100 items; and 1 worker
+   against ``local:1`` with 1 worker, where a core is left for Dask's own processes.
 3. From a node's death to its batches running elsewhere: a real ``dask scheduler`` and
    two ``dask worker`` processes, a node's process tree SIGKILLed while it runs batches;
    the time until the driver has its lost batches back and until each has finished on
@@ -31,21 +33,67 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import oom_gauntlet  # noqa: E402
 
 
+class OutsideCpu:
+    """CPU seconds used by this process (driver, client, a local scheduler) and its
+    children other than oomguard's workers (Dask's nodes), sampled every 50 ms, so that
+    the part of a window can be read afterwards."""
+
+    def __init__(self) -> None:
+        import threading
+
+        import psutil
+
+        self._me = psutil.Process()
+        self._stop = threading.Event()
+        self._series: dict[int, list[tuple[float, float]]] = {}
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.wait(0.05):
+            now = time.time()
+            for proc in [self._me, *self._me.children(recursive=True)]:
+                try:
+                    if proc.pid != self._me.pid and "fork_server" in " ".join(proc.cmdline()):
+                        continue  # a worker, or the fork server it came from
+                    times = proc.cpu_times()
+                except psutil.Error:
+                    continue
+                self._series.setdefault(proc.pid, []).append((now, times.user + times.system))
+
+    def between(self, first: float, last: float) -> float:
+        self._stop.set()
+        self._thread.join()
+
+        def at(points: list[tuple[float, float]], moment: float) -> float:
+            before = [cpu for when, cpu in points if when <= moment]
+            return before[-1] if before else points[0][1]
+
+        return sum(at(points, last) - at(points, first) for points in self._series.values())
+
+
 def overhead(count: int) -> None:
     from oomguard import Job
 
     items = [{"i": i, "ms": 1} for i in range(count)]
     rows = []
-    for name, options in (
-        ("oomguard, one machine, 2 workers", {"workers": 2}),
-        ("oomguard --cluster local:2, 1 worker per node", {"workers": 1, "cluster": "local:2"}),
-        ("oomguard, one machine, 2 workers, batch 100", {"workers": 2, "batch_size": 100}),
-        (
-            "oomguard --cluster local:2, 1 worker per node, batch 100",
-            {"workers": 1, "cluster": "local:2", "batch_size": 100},
-        ),
-    ):
+    pairs = (("the defaults (adaptive batch size)", {}), ("batch 10", {"batch_size": 10}))
+    pairs += (("batch 100", {"batch_size": 100}),)
+    cases = []
+    for label, size in pairs:
+        cases.append((f"oomguard, one machine, 2 workers, {label}", {"workers": 2, **size}))
+        cluster = {"workers": 1, "cluster": "local:2", **size}
+        cases.append((f"oomguard --cluster local:2, 1 worker per node, {label}", cluster))
+    # one worker in all: a core is left for Dask's own processes (scheduler, client, node)
+    cases.append(("oomguard, one machine, 1 worker, the defaults", {"workers": 1}))
+    cases.append(
+        ("oomguard --cluster local:1, 1 worker, the defaults", {"workers": 1, "cluster": "local:1"})
+    )
+    for name, options in cases:
         with tempfile.TemporaryDirectory(prefix="oomguard-cluster-bench-") as tmp:
+            outside = OutsideCpu()
             start = time.monotonic()
             Job(
                 "benchmarks.workloads:spin",
@@ -53,22 +101,24 @@ def overhead(count: int) -> None:
                 sink=Path(tmp) / "out.jsonl",
                 run_dir=Path(tmp) / "run",
                 log_format="quiet",
-                **{"batch_size": 10, **options},
+                **options,
             ).run()
             wall = time.monotonic() - start
             manifest = json.loads((Path(tmp) / "run" / "ingest_manifest.json").read_text())
             manifest = [entry for entry in manifest if "start" in entry]  # attempts, not events
             first = min(entry["start"] for entry in manifest)
             last = max(entry["end"] for entry in manifest)
-        rows.append((name, wall, count / (last - first), len(manifest)))
-    print(f"\n### overhead: {count} items of 1 ms CPU, 2 workers in all\n")
+        cpu = outside.between(first, last)
+        rows.append((name, wall, count / (last - first), len(manifest), cpu / (last - first)))
+    print(f"\n### overhead: {count} items of 1 ms CPU\n")
     print(
-        "| contender | wall (s) | items/s (first batch start to last batch end) | batches | ratio |"
+        "| contender | wall (s) | items/s (first batch start to last batch end) | batches "
+        "| cores used outside the workers (driver, scheduler, nodes) | ratio |"
     )
-    print("|---|---|---|---|---|")
-    for number, (name, wall, rate, batches) in enumerate(rows):
+    print("|---|---|---|---|---|---|")
+    for number, (name, wall, rate, batches, cores) in enumerate(rows):
         base = rows[number - number % 2][2]  # each cluster row against the row above it
-        print(f"| {name} | {wall:.2f} | {rate:.0f} | {batches} | {rate / base:.2f} |")
+        print(f"| {name} | {wall:.2f} | {rate:.0f} | {batches} | {cores:.2f} | {rate / base:.2f} |")
 
 
 def node_death(trials: int) -> None:
@@ -167,7 +217,7 @@ def _recovery(run_dir: Path, killed_at: float) -> tuple[float, float, float] | N
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=60, help="gauntlet items")
-    parser.add_argument("--fast-items", type=int, default=3000, help="1 ms items")
+    parser.add_argument("--fast-items", type=int, default=10000, help="1 ms items")
     parser.add_argument("--deaths", type=int, default=5, help="node-death trials")
     parser.add_argument("--timeout", type=float, default=240)
     parser.add_argument("--tasks", type=int, default=5000, help="empty scheduler tasks")

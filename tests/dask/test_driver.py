@@ -88,6 +88,25 @@ def test_the_gauntlet_across_two_nodes(tmp_path: Path) -> None:
     _check_the_report(run_dir, summary, killer["name"])
 
 
+def test_fast_items_grow_their_batches_on_a_cluster(tmp_path: Path) -> None:
+    """The defaults' adaptive batch size holds on a cluster: batches of fast items grow
+    from the nodes' reports, as on one machine, and every item is done once."""
+    require_cgroups()
+    source = write_items(tmp_path / "items.jsonl", [{"kind": "ok", "value": i} for i in range(600)])
+    with dask_cluster(tmp_path) as cluster:
+        run_dir = tmp_path / "run"
+        job = Job(WORK, str(source), run_dir=run_dir, memory="400m", workers=1)
+        job.config.cluster = cluster.address
+        job.config.log_format = "quiet"
+        job.run()
+    done = results(run_dir)
+    assert set(done) == set(range(600)) and max(done.values()) == 1
+    manifest = json.loads((run_dir / "ingest_manifest.json").read_text())
+    sizes = [len(a["input_indices"]) for a in manifest if "batch_id" in a]
+    grown = [e["batch_size"] for e in manifest if e.get("event") == "batch_size"]
+    assert sizes[0] == 10 and max(sizes) > 10 and grown and max(grown) > 10
+
+
 def _check_the_report(run_dir: Path, summary: dict[str, Any], killer: str) -> None:
     """report.html: a row per node with its figures, and the node of each failed attempt
     (the manifest's) and of the quarantined item, by its Dask name beside its address."""

@@ -24,6 +24,19 @@ def test_a_job_adapts_its_batch_size_unless_one_is_named(tmp_path: Path) -> None
     assert config(adaptive_batch=None).adaptive_batch is True
 
 
+def test_the_batch_duration_aimed_at_is_longer_on_a_cluster_unless_named(tmp_path: Path) -> None:
+    from oomguard.engine.config import BATCH_SECONDS, CLUSTER_BATCH_SECONDS
+
+    def aim(**options: object) -> float:
+        return Job(
+            WORK, source=[1], sink=tmp_path / "o.jsonl", **options
+        ).config.aimed_batch_seconds()
+
+    assert aim() == BATCH_SECONDS < CLUSTER_BATCH_SECONDS == aim(cluster="local:2")
+    assert aim(cluster="tcp://127.0.0.1:8786") == CLUSTER_BATCH_SECONDS
+    assert aim(batch_seconds=0.2, cluster="local:2") == 0.2 == aim(batch_seconds=0.2)
+
+
 def test_a_named_batch_size_holds_every_batch_to_it(run_job) -> None:
     items = [{"kind": "ok", "value": i} for i in range(500)]
     named, _ = run_job(items, batch_size=7)

@@ -16,7 +16,9 @@ import pytest
 from oomguard.engine.arrow_pool import is_parquet, system_arrow_pool
 from oomguard.engine.config import DEFAULT_MEMORY_FRACTION, MIN_MEMORY
 from oomguard.engine.default_cap import (
+    DASK_DRIVER_GROWTH,
     FORK_SERVER_RSS,
+    LOCAL_NODE_RSS,
     PARQUET_GROWTH,
     SUPERVISOR_GROWTH,
     default_job_cap,
@@ -37,6 +39,14 @@ def test_the_reserve_is_the_supervisor_now_plus_its_growth_and_the_fork_server()
         FORK_SERVER_RSS
     )
     assert supervisor_reserve(False) > 0  # this process's RSS, read from /proc
+
+
+def test_on_a_cluster_the_reserve_holds_the_drivers_dask_and_a_local_clusters_nodes() -> None:
+    alone = supervisor_reserve(False, current=40 * MiB)
+    remote = supervisor_reserve(False, current=40 * MiB, cluster="tcp://10.0.0.5:8786")
+    assert remote == alone + DASK_DRIVER_GROWTH  # the nodes run elsewhere, under their caps
+    local = supervisor_reserve(False, current=40 * MiB, cluster="local:3")
+    assert local == remote + 3 * LOCAL_NODE_RSS  # three Dask worker processes on this machine
 
 
 def test_the_default_cap_is_the_share_less_the_reserve() -> None:

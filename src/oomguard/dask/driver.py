@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from oomguard.classify import Status
 from oomguard.dask.cluster import NODES_AWAY, Cluster, NodeTable, open_cluster
 from oomguard.dask.node import NodeResult
 from oomguard.dask.plugin import BATCHES
@@ -229,6 +230,8 @@ class ClusterDriver:
             else:
                 status = self.settle.result(flight.batch, result, flight.alone)
                 self.nodes.note_attempt(result, flight.batch, status)
+                if status is Status.SUCCESS:
+                    self._adapt_size(flight.batch, result)
                 return
         elif future.status == "error":
             error = future.exception()
@@ -245,6 +248,20 @@ class ClusterDriver:
             reason=reason,
         )
         self.settle.lost(flight.batch, flight.node, reason)
+
+    def _adapt_size(self, batch: Batch, result: NodeResult) -> None:
+        """Adaptive batch size (engine/batch_size.py) from the batch's time on its node: a
+        batch through Dask costs milliseconds more than through a local pool, so fast items
+        need the longer batches the sizer grows. Memory is plentiful when every worker of a
+        node running twice this batch's peak would still use under half the target."""
+        sizer = self.intake.sizer
+        if not sizer.enabled:
+            return
+        doubled = 2 * (result.peak or 0) * self.config.workers
+        plentiful = doubled <= 0.5 * self.config.target * self.memory
+        size = sizer.after_batch(len(batch.items), result.seconds, plentiful)
+        if size is not None:
+            self.ledger.event("batch_size", batch_size=size)
 
     def look(self) -> None:
         """Which nodes the scheduler has; a new scheduler gets at once what it lacks."""

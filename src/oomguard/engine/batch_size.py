@@ -1,7 +1,9 @@
 """Adaptive batch size: the one home of "how many items go in the next batch".
 
-Off by default (``adaptive_batch = false``): every batch holds ``batch_size`` items, as the
-user asked. On, the size moves within ``[min_batch_size, max_batch_size]``:
+On by default, from a first batch of ``batch_size`` items; off when the user names a
+batch size (``config.fixed_when_named``): every batch then holds ``batch_size`` items, as
+asked. On, the size moves within ``[min_batch_size, max_batch_size]``, on one machine and
+on a cluster (the driver learns from each node's report):
 
 - **memory**: a batch of a batched function whose predicted peak would not fit the room
   left under the admission target is cut to the number of items that fits (instead of

@@ -31,6 +31,8 @@ MAX_WORKERS_PER_CORE = 8
 LOG_FORMATS = ("auto", "rich", "plain", "json", "quiet")
 LIMITERS = MODES  # how memory is enforced (limits/select_limiter.py)
 START_METHODS = ("forkserver", "spawn")
+BATCH_SECONDS = 0.5  # adaptive batching's aim on one machine
+CLUSTER_BATCH_SECONDS = 2.0  # and on a cluster (BENCHMARKS.md, "On a Dask cluster")
 
 
 @dataclass
@@ -45,7 +47,9 @@ class JobConfig:
     adaptive_batch: bool = True
     min_batch_size: int = 1  # adaptive bounds
     max_batch_size: int = 1000
-    batch_seconds: float = 0.5  # adaptive: the batch duration aimed at
+    # adaptive: the batch duration aimed at; None: BATCH_SECONDS on one machine,
+    # CLUSTER_BATCH_SECONDS on a cluster (aimed_batch_seconds)
+    batch_seconds: float | None = None
     max_bytes: int = 5_000_000  # bytes per batch, by item size (the PDF ingestion's)
     # a partial batch waits at most this long for more items; 0: it goes as soon as a worker
     # is free with whatever is there (the executor's: a lone task never waits)
@@ -100,6 +104,14 @@ class JobConfig:
     # the field of each item (a JSONL object, a CSV or Parquet row) that names it for a
     # person: shown beside input_index in progress, quarantine.jsonl, status and the report
     label_field: str | None = None
+
+    def aimed_batch_seconds(self) -> float:
+        """The batch duration adaptive batching aims at. On a cluster a batch is a Dask
+        task, milliseconds more than a local pool's round trip (docs/scale.md): longer
+        batches there keep that under a few percent of the work."""
+        if self.batch_seconds is not None:
+            return self.batch_seconds
+        return CLUSTER_BATCH_SECONDS if self.cluster else BATCH_SECONDS
 
     def validate(self) -> None:
         """Refuse, in one line, any value of the wrong type or out of its range."""
@@ -181,13 +193,13 @@ _POSITIVE = (
     "batch_size",
     "min_batch_size",
     "max_batch_size",
-    "batch_seconds",
     "max_bytes",
     "sample_interval",
     "parquet_buffer_bytes",
     "recycle_rss_growth",
 )
 _POSITIVE_OR_NONE = (
+    "batch_seconds",
     "timeout",
     "memory",
     "worker_memory",

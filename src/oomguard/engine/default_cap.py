@@ -6,7 +6,9 @@ oomguard was started in: in a container, under the container's own limit. So the
 cap is the budget's share (``DEFAULT_MEMORY_FRACTION``) less what those two are expected to
 hold at their largest: the supervisor's RSS now plus what a run adds to it (measured by
 benchmarks/supervisor_memory.py: under 50 MiB in all with JSONL or CSV, under 120 MiB with
-Parquet, whose libraries alone are about 45 MiB), and an idle fork server. A full job then
+Parquet, whose libraries alone are about 45 MiB), and an idle fork server. On a cluster the
+driver holds Dask's client too (and, for ``local:N``, its scheduler), and a ``local:N``
+cluster's N node processes run on this machine, outside every node's cap. A full job then
 leaves the container's OOM killer nothing to find.
 """
 
@@ -23,13 +25,27 @@ MiB = 1024 * 1024
 SUPERVISOR_GROWTH = 32 * MiB  # what a supervisor's RSS grows by over a run (JSONL, CSV)
 PARQUET_GROWTH = 96 * MiB  # with a Parquet source or sink: pyarrow's libraries, a row group
 FORK_SERVER_RSS = 20 * MiB  # an idle fork server: an interpreter and the worker module
+# distributed imported, its client, and for local:N the scheduler, in the driver's process
+DASK_DRIVER_GROWTH = 48 * MiB
+# a local:N node: a Dask worker process (65 MiB idle, measured) with the node engine and
+# its fork server
+LOCAL_NODE_RSS = 96 * MiB
 
 
-def supervisor_reserve(parquet: bool, current: int | None = None) -> int:
+def supervisor_reserve(
+    parquet: bool, current: int | None = None, cluster: str | None = None
+) -> int:
     """Bytes to keep beside the job's cap: the supervisor's RSS (``current``, this
-    process's now by default) plus its growth over a run, and the fork server's."""
+    process's now by default) plus its growth over a run, and the fork server's; on a
+    ``cluster``, the driver's Dask parts and a ``local:N`` cluster's nodes."""
     now = own_rss() if current is None else current
-    return now + (PARQUET_GROWTH if parquet else SUPERVISOR_GROWTH) + FORK_SERVER_RSS
+    reserve = now + (PARQUET_GROWTH if parquet else SUPERVISOR_GROWTH) + FORK_SERVER_RSS
+    if cluster is not None:
+        from oomguard.dask.address import parse_cluster
+
+        _, local_nodes = parse_cluster(cluster)
+        reserve += DASK_DRIVER_GROWTH + (local_nodes or 0) * LOCAL_NODE_RSS
+    return reserve
 
 
 def default_job_cap(budget: int, reserve: int) -> int:
@@ -52,7 +68,9 @@ def warn_without_room(memory: int, budget: int, reserve: int) -> None:
         )
 
 
-def resolve_memory(spec: str | int | None, *, parquet: bool = False) -> int:
+def resolve_memory(
+    spec: str | int | None, *, parquet: bool = False, cluster: str | None = None
+) -> int:
     """The job's cap in bytes: ``spec`` (a size, or a share of the budget: "60%"), or the
     default cap (room left for the supervisor, more with Parquet at either end); a cap
     that cannot run, or more than the budget, is refused; one without that room warns."""
@@ -60,7 +78,7 @@ def resolve_memory(spec: str | int | None, *, parquet: bool = False) -> int:
     from oomguard.sizes import parse_size
 
     budget = effective_budget().bytes
-    reserve = supervisor_reserve(parquet)
+    reserve = supervisor_reserve(parquet, cluster=cluster)
     if spec is None:
         return default_job_cap(budget, reserve)
     memory = parse_size(spec, budget=budget, what="memory")

@@ -43,7 +43,7 @@ def make_sizer(config: JobConfig) -> BatchSizer:
         high=max(config.batch_size, config.max_batch_size)
         if config.adaptive_batch
         else config.batch_size,
-        seconds=config.batch_seconds,
+        seconds=config.aimed_batch_seconds(),
         enabled=config.adaptive_batch,
     )
 

@@ -107,7 +107,9 @@ class Job:
 
     def resolve_memory(self) -> int:
         return resolve_memory(
-            self.memory_spec, parquet=is_parquet(self.source_spec) or is_parquet(self.sink_spec)
+            self.memory_spec,
+            parquet=is_parquet(self.source_spec) or is_parquet(self.sink_spec),
+            cluster=self.config.cluster,
         )
 
     def run(self, *, force: bool = False, only: RangeSet | None = None) -> RunResult:
