@@ -72,6 +72,31 @@ def test_checkpoint_is_all_or_nothing_and_private(tmp_path: Path) -> None:
     assert (tmp_path / "journal.sqlite").stat().st_mode & 0o777 == 0o600
 
 
+def test_a_journal_killed_at_birth_starts_afresh_and_another_database_is_refused(
+    tmp_path: Path,
+) -> None:
+    """What a supervisor killed between SQLite's header and the schema leaves (a database
+    with nothing in it) holds nothing to lose: the run starts in it. A database with
+    tables that are not a journal's is someone's data, and is refused."""
+    birth = tmp_path / "birth"
+    birth.mkdir()
+    db = sqlite3.connect(birth / "journal.sqlite")
+    db.execute("PRAGMA journal_mode=WAL")  # the first thing a new journal does
+    db.close()
+    assert (birth / "journal.sqlite").stat().st_size > 0
+    journal = Journal.open(birth)
+    assert journal.is_new and journal.get_meta("schema_version") == 1
+    journal.close()
+    other = tmp_path / "other"
+    other.mkdir()
+    db = sqlite3.connect(other / "journal.sqlite")
+    db.execute("CREATE TABLE accounts (id INTEGER)")
+    db.commit()
+    db.close()
+    with pytest.raises(ConfigError, match="not an oomguard journal"):
+        Journal.open(other)
+
+
 def run(tmp_path: Path, items: list[object] | None = None, **options: object):  # type: ignore[no-untyped-def]
     source = tmp_path / "items.jsonl"
     if items is not None:

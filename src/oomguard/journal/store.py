@@ -85,14 +85,15 @@ class Journal:
                 # FULL: a commit is on disk before the sink's matching data may be trusted
                 self._db.execute("PRAGMA synchronous=FULL")
             tables = {name for (name,) in self._db.execute("SELECT name FROM sqlite_master")}
+            if not tables and not read_only:
+                # a database with nothing in it at all is what a supervisor killed as it
+                # created the journal leaves (its header written, its schema not): it holds
+                # nothing to lose, and the run starts afresh in it
+                self.is_new = True
             if not self.is_new and "meta" not in tables:
                 raise sqlite3.DatabaseError("a SQLite database, but not a journal")
             if not read_only:
-                self._db.executescript(SCHEMA)
-                if self.is_new:
-                    self.set_meta("schema_version", SCHEMA_VERSION)
-                elif not self._has_labels():  # a journal of an oomguard before labels
-                    self._db.execute("ALTER TABLE quarantine ADD COLUMN label TEXT")
+                self._create_schema()
         except BaseException as err:
             self._db.close()
             if isinstance(err, sqlite3.DatabaseError) and not isinstance(
@@ -109,6 +110,15 @@ class Journal:
             side = _side(path, suffix)
             if not read_only and side.exists():
                 os.chmod(side, 0o600)
+
+    def _create_schema(self) -> None:
+        """The tables (those a later version added, in an older journal), and a new
+        journal's version in the same transaction: a kill leaves all of it or none."""
+        version = json.dumps(SCHEMA_VERSION)
+        stamp = f"INSERT INTO meta(key, value) VALUES('schema_version', '{version}');"
+        self._db.executescript(f"BEGIN IMMEDIATE;{SCHEMA}{stamp if self.is_new else ''}COMMIT;")
+        if not self.is_new and not self._has_labels():  # a journal from before labels
+            self._db.execute("ALTER TABLE quarantine ADD COLUMN label TEXT")
 
     def _connect(self, read_only: bool) -> sqlite3.Connection:
         path = self.path
