@@ -13,6 +13,9 @@
    two ``dask worker`` processes, a node's process tree SIGKILLed while it runs batches;
    the time until the driver has its lost batches back and until each has finished on
    the other node (from the manifest: the re-run's start and end).
+4. The scheduler's rate of empty tasks (``--part scheduler``), and what a ``local:2``
+   cluster holds outside every node's cap against what the default cap reserves for it
+   (``--part memory``).
 """
 
 from __future__ import annotations
@@ -79,8 +82,11 @@ def overhead(count: int) -> None:
 
     items = [{"i": i, "ms": 1} for i in range(count)]
     rows = []
-    pairs = (("the defaults (adaptive batch size)", {}), ("batch 10", {"batch_size": 10}))
-    pairs += (("batch 100", {"batch_size": 100}),)
+    pairs = (
+        ("the defaults (adaptive batch size)", {}),
+        ("batch 10", {"batch_size": 10}),
+        ("batch 100", {"batch_size": 100}),
+    )
     cases = []
     for label, size in pairs:
         cases.append((f"oomguard, one machine, 2 workers, {label}", {"workers": 2, **size}))
@@ -162,6 +168,69 @@ def node_death(trials: int) -> None:
             print(f"| {what} | {statistics.median(values):.2f} | {max(values):.2f} |")
 
 
+def node_memory(count: int) -> None:
+    """What a ``local:N`` cluster holds on this machine outside every node's cap (what the
+    default cap reserves: engine/default_cap.py): each Dask node process and its fork
+    server, at their largest during a run, and the driver's growth (Dask's client and the
+    in-process scheduler), sampled every 50 ms."""
+    import threading
+
+    import psutil
+
+    from oomguard import Job
+    from oomguard.engine.default_cap import DASK_DRIVER_GROWTH, LOCAL_NODE_RSS
+    from oomguard.memory.own import own_rss
+
+    me, stop = psutil.Process(), threading.Event()
+    nodes: dict[int, list[int]] = {}  # a node's pid -> [its RSS max, its fork server's max]
+    driver_max = before = own_rss()
+
+    def sample() -> None:
+        nonlocal driver_max
+        while not stop.wait(0.05):
+            driver_max = max(driver_max, own_rss())
+            for node in me.children():
+                try:
+                    if "spawn_main" not in " ".join(node.cmdline()):
+                        continue  # not a Dask worker process (the resource tracker)
+                    peaks = nodes.setdefault(node.pid, [0, 0])
+                    peaks[0] = max(peaks[0], node.memory_info().rss)
+                    servers = [c for c in node.children() if "fork_server" in " ".join(c.cmdline())]
+                    held = sum(server.memory_info().rss for server in servers)
+                    peaks[1] = max(peaks[1], held)
+                except psutil.Error:
+                    continue
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    with tempfile.TemporaryDirectory(prefix="oomguard-cluster-bench-") as tmp:
+        Job(
+            "benchmarks.workloads:spin",
+            source=[{"i": i, "ms": 1} for i in range(count)],
+            sink=Path(tmp) / "out.jsonl",
+            run_dir=Path(tmp) / "run",
+            workers=1,
+            cluster="local:2",
+            log_format="quiet",
+        ).run()
+    stop.set()
+    sampler.join()
+    mib = 1024 * 1024
+    print(f"\n### memory outside the caps: local:2, {count} items of 1 ms\n")
+    print("| process | RSS max (MiB) | reserved by the default cap (MiB) |")
+    print("|---|---|---|")
+    for number, (node, fork_server) in enumerate(nodes.values()):
+        print(f"| node {number}: Dask worker process | {node / mib:.0f} | |")
+        print(f"| node {number}: its fork server | {fork_server / mib:.0f} | |")
+        print(
+            f"| node {number}: both | {(node + fork_server) / mib:.0f} | {LOCAL_NODE_RSS / mib:.0f} |"
+        )
+    growth = (driver_max - before) / mib
+    print(
+        f"| the driver's growth (client, scheduler) | {growth:.0f} | {DASK_DRIVER_GROWTH / mib:.0f} |"
+    )
+
+
 def scheduler_rate(count: int) -> None:
     """What the driver's other bound costs: empty tasks through a real scheduler (in
     process, as ``local:2`` runs it), submitted as the driver does, one at a time."""
@@ -222,7 +291,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=240)
     parser.add_argument("--tasks", type=int, default=5000, help="empty scheduler tasks")
     parser.add_argument(
-        "--part", choices=["all", "gauntlet", "overhead", "death", "scheduler"], default="all"
+        "--part",
+        choices=["all", "gauntlet", "overhead", "death", "scheduler", "memory"],
+        default="all",
     )
     args = parser.parse_args()
     os.environ.setdefault("DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES", "0")
@@ -236,6 +307,8 @@ def main() -> None:
         node_death(args.deaths)
     if args.part in ("all", "scheduler"):
         scheduler_rate(args.tasks)
+    if args.part in ("all", "memory"):
+        node_memory(args.fast_items)
 
 
 if __name__ == "__main__":

@@ -208,6 +208,11 @@ def run_oomguard_with_side_lane(items: list[dict[str, Any]], rec: Recorder) -> N
     run_oomguard(items, rec, side_lane=True)
 
 
+def run_oomguard_with_target_85(items: list[dict[str, Any]], rec: Recorder) -> None:
+    """A trial of less headroom: admission's target 0.85 (default 0.80), high water 0.90."""
+    run_oomguard(items, rec, target=0.85, high_water=0.90)
+
+
 def run_oomguard_on_local_cluster(items: list[dict[str, Any]], rec: Recorder) -> None:
     """Two Dask nodes on this machine, the job's workers and cap shared out between them."""
     run_oomguard(items, rec, cluster="local:2", workers=WORKERS // 2)
@@ -217,6 +222,7 @@ CONTENDERS = {
     "oomguard --cluster local:2": run_oomguard_on_local_cluster,
     "oomguard": run_oomguard,
     "oomguard (side_lane=True)": run_oomguard_with_side_lane,
+    "oomguard (target=0.85)": run_oomguard_with_target_85,
     "oomguard.Executor": run_oomguard_executor,
     "ProcessPoolExecutor": run_ppe,
     "loky": run_loky,

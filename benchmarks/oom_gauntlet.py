@@ -239,7 +239,8 @@ def main() -> None:
         "--only",
         nargs="*",
         default=None,
-        help="run these contenders only (also: 'oomguard (side_lane=True)', not in the default set)",
+        help="run these contenders only (also: 'oomguard (side_lane=True)' and "
+        "'oomguard (target=0.85)', not in the default set)",
     )
     args = parser.parse_args()
     peers = args.only or PEERS

@@ -7,8 +7,10 @@ Runs the defaults on items of ``--ms`` of CPU (benchmarks.workloads:spin), each 
 given ``--seconds`` of work: with 2 workers (every core a worker's) and with 1 (a core left
 to the supervisor), from a Python list and from a JSONL file, and with ``max_batch_size``
 1000 (the default) and 4000. From each run's manifest: how long each worker's batches took
-against the work it was given ("busy / work"), the gaps between its batches, and the
-supervisor's own CPU (this process, every thread) from the Job's start to its end.
+against the work it was given ("busy / work"), the gaps between its batches, the time from
+the run's start to its first batch, and the supervisor's own CPU (this process, every
+thread) from the Job's start to its end. Beside them, ProcessPoolExecutor with the same
+workers and ``map`` in chunks (benchmarks/overhead.py's chunk size), timed the same way.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import resource
 import sys
 import tempfile
 import time
@@ -28,55 +29,78 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def cpu_now() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+from benchmarks.overhead import timed  # noqa: E402
+
+
+def items_for(workers: int, ms: float, seconds: float) -> list[dict[str, Any]]:
+    count = int(seconds / (ms / 1000) * workers)
+    return [{"i": i, "ms": ms} for i in range(count)]
 
 
 def one_run(workers: int, ms: float, seconds: float, source: str, max_batch: int) -> list[Any]:
     from oomguard import Job
 
-    count = int(seconds / (ms / 1000) * workers)
-    items = [{"i": i, "ms": ms} for i in range(count)]
+    items = items_for(workers, ms, seconds)
     with tempfile.TemporaryDirectory(prefix="oomguard-where-") as tmp_name:
         tmp = Path(tmp_name)
         spec: Any = items
         if source == "jsonl":
             spec = tmp / "in.jsonl"
             spec.write_text("".join(json.dumps(item) + "\n" for item in items))
-        cpu, start = cpu_now(), time.monotonic()
-        Job(
-            "benchmarks.workloads:spin",
-            source=spec if source == "list" else str(spec),
-            sink=tmp / "out.jsonl",
-            run_dir=tmp / "run",
-            workers=workers,
-            max_batch_size=max_batch,
-            log_format="quiet",
-        ).run()
-        wall, cpu = time.monotonic() - start, cpu_now() - cpu
+            spec = str(spec)
+        started = time.time()
+        timing = timed(
+            lambda: Job(
+                "benchmarks.workloads:spin",
+                source=spec,
+                sink=tmp / "out.jsonl",
+                run_dir=tmp / "run",
+                workers=workers,
+                max_batch_size=max_batch,
+                log_format="quiet",
+            ).run()
+        )
         manifest = json.loads((tmp / "run" / "ingest_manifest.json").read_text())
     by_worker: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for entry in manifest:
         if "batch_id" in entry:
             by_worker[entry["worker_pid"]].append(entry)
-    busy, gaps = [], []
+    busy, gaps, first = [], [], min(e["start"] for e in manifest if "batch_id" in e)
     for entries in by_worker.values():
         entries.sort(key=lambda entry: entry["start"])
         busy.append(sum(entry["duration_sec"] for entry in entries))
         gaps.append(sum(b["start"] - a["end"] for a, b in itertools.pairwise(entries)))
-    work = count * ms / 1000 / workers  # each worker's share: the ideal wall time too
+    work = len(items) * ms / 1000 / workers  # each worker's share: the ideal wall time too
     return [
+        "oomguard",
         workers,
         source,
         max_batch,
-        f"{wall:.2f}",
-        f"{work / wall:.3f}",
+        f"{timing.wall:.2f}",
+        f"{work / timing.wall:.3f}",
         f"{max(busy):.2f} / {work:.2f}",
         f"{max(gaps):.2f}",
-        f"{cpu:.2f}",
-        f"{cpu / count * 1e6:.1f}",
+        f"{first - started:.3f}",
+        f"{timing.parent_cpu:.2f}",
+        f"{timing.parent_cpu / len(items) * 1e6:.1f}",
     ]
+
+
+def pool_run(workers: int, ms: float, seconds: float) -> list[Any]:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from benchmarks.workloads import spin
+
+    items = items_for(workers, ms, seconds)
+    chunk = max(1, len(items) // (workers * 20))
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(spin, items[:workers]))  # started before the clock, as oomguard's server
+        timing = timed(lambda: list(pool.map(spin, items, chunksize=chunk)))
+    work = len(items) * ms / 1000 / workers
+    cpu = timing.parent_cpu
+    return ["ProcessPoolExecutor", workers, "list", f"chunksize {chunk}", f"{timing.wall:.2f}",
+            f"{work / timing.wall:.3f}", "n/a", "n/a", "n/a", f"{cpu:.2f}",
+            f"{cpu / len(items) * 1e6:.1f}"]  # fmt: skip
 
 
 def main() -> None:
@@ -88,6 +112,7 @@ def main() -> None:
 
     print(f"# where a run of {args.ms} ms items loses time, {time.strftime('%Y-%m-%d')}\n")
     heading = (
+        "runner",
         "workers",
         "source",
         "max_batch_size",
@@ -95,8 +120,9 @@ def main() -> None:
         "share of ideal",
         "a worker's batches: busy / work s",
         "a worker's gaps between batches s",
-        "supervisor CPU s",
-        "supervisor CPU per item µs",
+        "run start to first batch s",
+        "supervisor (pool parent) CPU s",
+        "its CPU per item µs",
     )
     print("| " + " | ".join(heading) + " |")
     print("|" + "---|" * len(heading))
@@ -107,6 +133,9 @@ def main() -> None:
         (1, "list", 1000),
     ):
         row = one_run(workers, args.ms, args.seconds, source, max_batch)
+        print("| " + " | ".join(str(cell) for cell in row) + " |", flush=True)
+    for workers in (2, 1):
+        row = pool_run(workers, args.ms, args.seconds)
         print("| " + " | ".join(str(cell) for cell in row) + " |", flush=True)
 
 

@@ -41,6 +41,7 @@ from oomguard.dask.plugin import BATCHES
 from oomguard.dask.settle import Settle
 from oomguard.dask.summary import cluster_summary
 from oomguard.engine.artifacts import write_json
+from oomguard.engine.batch_size import room_to_grow
 from oomguard.engine.config import JobConfig
 from oomguard.engine.intake import Intake
 from oomguard.engine.items import Batch
@@ -252,16 +253,14 @@ class ClusterDriver:
     def _adapt_size(self, batch: Batch, result: NodeResult) -> None:
         """Adaptive batch size (engine/batch_size.py) from the batch's time on its node: a
         batch through Dask costs milliseconds more than through a local pool, so fast items
-        need the longer batches the sizer grows. Memory is plentiful when every worker of a
-        node running twice this batch's peak would still use under half the target."""
-        sizer = self.intake.sizer
-        if not sizer.enabled:
-            return
+        need the longer batches the sizer grows. What a node would hold with this batch
+        doubled: every one of its workers at twice this batch's peak."""
         doubled = 2 * (result.peak or 0) * self.config.workers
-        plentiful = doubled <= 0.5 * self.config.target * self.memory
-        size = sizer.after_batch(len(batch.items), result.seconds, plentiful)
-        if size is not None:
-            self.ledger.event("batch_size", batch_size=size)
+        self.intake.learn_batch_time(
+            len(batch.items),
+            result.seconds,
+            lambda: room_to_grow(doubled, self.config.target, self.memory),
+        )
 
     def look(self) -> None:
         """Which nodes the scheduler has; a new scheduler gets at once what it lacks."""

@@ -29,6 +29,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+GROWTH_ROOM = 0.5  # of the admission target: doubling a batch must leave memory under this
+
+
+def room_to_grow(total_doubled: int, target: float, budget: int) -> bool:
+    """Memory is plentiful: with the batch doubled, what is expected in flight
+    (``total_doubled``) stays under half of the admission target."""
+    return total_doubled <= GROWTH_ROOM * target * budget
+
 
 @dataclass
 class BatchSizer:

@@ -26,9 +26,10 @@ SUPERVISOR_GROWTH = 32 * MiB  # what a supervisor's RSS grows by over a run (JSO
 PARQUET_GROWTH = 96 * MiB  # with a Parquet source or sink: pyarrow's libraries, a row group
 FORK_SERVER_RSS = 20 * MiB  # an idle fork server: an interpreter and the worker module
 # distributed imported, its client, and for local:N the scheduler, in the driver's process
+# (28 MiB measured the same way)
 DASK_DRIVER_GROWTH = 48 * MiB
-# a local:N node: a Dask worker process (65 MiB idle, measured) with the node engine and
-# its fork server
+# a local:N node: a Dask worker process with the node engine, and its fork server (84 MiB
+# at most during a run: benchmarks/cluster.py --part memory, BENCHMARKS.md)
 LOCAL_NODE_RSS = 96 * MiB
 
 

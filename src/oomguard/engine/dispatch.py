@@ -21,6 +21,7 @@ import time
 from oomguard.engine.admission import Admission
 from oomguard.engine.aimd import Aimd
 from oomguard.engine.backend_link import BackendLink
+from oomguard.engine.batch_size import room_to_grow
 from oomguard.engine.config import JobConfig
 from oomguard.engine.handles import Attempt, WorkerHandle
 from oomguard.engine.intake import Intake
@@ -93,7 +94,8 @@ class Dispatch:
     def plentiful(self, batch: Batch) -> bool:
         """Twice ``batch`` would still use under half of the target: room to grow batches."""
         doubled = self.admission.predict_batch(batch, times=2)
-        return self.predicted_total() + doubled <= 0.5 * self.admission.config.target * self.memory
+        target = self.admission.config.target
+        return room_to_grow(self.predicted_total() + doubled, target, self.memory)
 
     def fill(self) -> None:
         """Give idle workers work, as far as memory and the limits allow."""

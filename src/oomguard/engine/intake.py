@@ -81,6 +81,15 @@ class Intake:
 
     # ---------------------------------------------------------------- lifecycle
 
+    def learn_batch_time(self, items: int, seconds: float, plentiful: Callable[[], bool]) -> None:
+        """A batch of ``items`` finished in ``seconds``: the sizer's next size (an event
+        when it changed); ``plentiful`` is asked only when batches adapt."""
+        if not self.sizer.enabled:
+            return
+        size = self.sizer.after_batch(items, seconds, plentiful())
+        if size is not None:
+            self.ledger.event("batch_size", batch_size=size)
+
     def start(self) -> SourceReader:
         """Start reading the source (and counting it, for progress and shares)."""
         capacity = max(256, 4 * self.config.workers * self.config.batch_size)

@@ -134,7 +134,9 @@ class Outcomes:
                 first = kind not in handle.warm_for
                 self.admission.learn(batch, *measured, first=first)
                 handle.warm_for.add(kind)
-            self._adapt_size(batch, attempt.elapsed)
+            self.intake.learn_batch_time(
+                len(batch.items), attempt.elapsed, lambda: self.dispatch.plentiful(batch)
+            )
             self.concurrency.success()
             self.backend.success()
         self.ledger.counters.malloc_trims += bool(stats.get(TRIMMED))
@@ -176,15 +178,6 @@ class Outcomes:
         """The whole batch failed because the backend did: requeued, uncounted."""
         self.intake.apply(retry_uncounted(batch), Status.BACKEND_FAILURE, error)
         self.backend.failed(len(batch.items), error)
-
-    def _adapt_size(self, batch: Batch, seconds: float) -> None:
-        if not self.intake.sizer.enabled:
-            return
-        size = self.intake.sizer.after_batch(
-            len(batch.items), seconds, self.dispatch.plentiful(batch)
-        )
-        if size is not None:
-            self.ledger.event("batch_size", batch_size=size)
 
     # ---------------------------------------------------------------- a worker died
 

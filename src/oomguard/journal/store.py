@@ -113,10 +113,12 @@ class Journal:
 
     def _create_schema(self) -> None:
         """The tables (those a later version added, in an older journal), and a new
-        journal's version in the same transaction: a kill leaves all of it or none."""
+        journal's version in the same transaction: a kill leaves all of it or none. The
+        transaction is deferred: an existing journal's tables are all there, nothing is
+        written, and a live run's writer is not waited for."""
         version = json.dumps(SCHEMA_VERSION)
         stamp = f"INSERT INTO meta(key, value) VALUES('schema_version', '{version}');"
-        self._db.executescript(f"BEGIN IMMEDIATE;{SCHEMA}{stamp if self.is_new else ''}COMMIT;")
+        self._db.executescript(f"BEGIN;{SCHEMA}{stamp if self.is_new else ''}COMMIT;")
         if not self.is_new and not self._has_labels():  # a journal from before labels
             self._db.execute("ALTER TABLE quarantine ADD COLUMN label TEXT")
 
