@@ -248,7 +248,7 @@ class Admission:
     @staticmethod
     def kind(batch: Batch) -> str:
         """The kind of work a batch is counted as (its first item's)."""
-        return batch.items[0].kind if batch.items else ""
+        return batch.kind
 
     def predict(self, items: int, size: int, model: CostModel | None = None) -> int:
         model = model or self.costs

@@ -199,7 +199,7 @@ class Dispatch:
             worker.held, worker.held_since = held, now
         message = batch_message(
             batch.batch_id,
-            [(item.index, item.value) for item in batch.items],
+            batch.wire_items(),
             self.backend.pressure_level(),
             batch.attempt,
         )

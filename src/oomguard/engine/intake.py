@@ -16,18 +16,20 @@ The supervisor never holds the input: the reader thread feeds a bounded queue.
 
 from __future__ import annotations
 
+import bisect
 import collections
+import itertools
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from oomguard.classify import Status
 from oomguard.engine.aimd import Aimd
 from oomguard.engine.batch_size import BatchSizer
 from oomguard.engine.config import JobConfig
-from oomguard.engine.items import Batch, Item
+from oomguard.engine.items import Batch, Item, Run, total_size
 from oomguard.engine.ledger import Ledger
 from oomguard.engine.reader import END, SourceReader
 from oomguard.engine.recovery import Decision
@@ -68,7 +70,7 @@ class Intake:
         self.suspects: collections.deque[Batch] = collections.deque()
         self.set_aside: collections.deque[Batch] = collections.deque()
         self.held: Batch | None = None  # formed, but not admitted yet
-        self.open_items: list[Item] = []
+        self.open_items: Sequence[Item] = []  # a list, or a Run
         self.open_bytes = 0
         self.open_since = 0.0
         self.source_done = False
@@ -197,9 +199,14 @@ class Intake:
             return self._close_open_batch(batch_size)
         return None
 
-    def _add_taken(self, taken: list[Any]) -> Batch | None:
+    def _add_taken(self, taken: Sequence[Any]) -> Batch | None:
         """Items from the reader into the open batch; the batch when ``max_bytes`` closes it
         (the items after it are given back)."""
+        if isinstance(taken, Run) and self._continues(taken):
+            return self._add_run(taken)
+        if isinstance(self.open_items, Run):
+            self.open_items = list(self.open_items)  # items one at a time from here
+        open_items: list[Item] = self.open_items  # type: ignore[assignment]
         for position, item in enumerate(taken):
             if item is END:
                 self.source_done = True
@@ -212,18 +219,55 @@ class Intake:
             if item.error is not None:
                 self.ledger.quarantine(item, Status.ERROR, {"message": item.error})
                 continue
-            if self.open_items and self.open_bytes + item.size > self.config.max_bytes:
+            if open_items and self.open_bytes + item.size > self.config.max_bytes:
                 assert self.reader is not None
                 self.reader.give_back(taken[position + 1 :])
                 batch = self._close_open_batch()
                 self.open_items, self.open_bytes = [item], item.size
                 self.open_since = time.monotonic()
                 return batch
-            if not self.open_items:
+            if not open_items:
                 self.open_since = time.monotonic()
-            self.open_items.append(item)
+            open_items.append(item)
             self.open_bytes += item.size
         return None
+
+    def _continues(self, run: Run) -> bool:
+        """The open batch is empty, or a run that ``run`` continues."""
+        opened = self.open_items
+        return not opened or (isinstance(opened, Run) and opened.stop == run.start)
+
+    def _add_run(self, run: Run) -> Batch | None:
+        """A run from the reader into the open batch (which it continues), as a run: what
+        ``_add_taken`` does item by item, on the run's lists."""
+        opened = self.open_items
+        if opened:
+            joined = opened.joined(run)  # type: ignore[attr-defined]
+        else:
+            joined = run
+            self.open_since = time.monotonic()
+        self.read_up_to = run.stop
+        room = self.config.max_bytes - self.open_bytes
+        size = sum(run.sizes)
+        if size <= room:
+            self.open_items, self.open_bytes = joined, self.open_bytes + size
+            return None
+        # the items whose running total fits; the first item of an empty batch always does
+        fit = bisect.bisect_right(list(itertools.accumulate(run.sizes)), room)
+        if not opened:
+            fit = max(fit, 1)
+        if fit == len(run):
+            self.open_items, self.open_bytes = joined, self.open_bytes + size
+            return None
+        assert self.reader is not None
+        self.reader.give_back(run[fit + 1 :])
+        self.read_up_to = run.start + fit + 1
+        self.open_items = joined[: len(opened) + fit]
+        self.open_bytes += sum(run.sizes[:fit])
+        batch = self._close_open_batch()
+        self.open_items, self.open_bytes = run[fit : fit + 1], run.sizes[fit]
+        self.open_since = time.monotonic()
+        return batch
 
     def _close_open_batch(self, limit: int | None = None) -> Batch:
         """The open items as a batch (the first ``limit`` of them; the rest stay open)."""
@@ -233,7 +277,7 @@ class Intake:
             return batch
         batch = Batch(self.open_items[:limit])
         self.open_items = self.open_items[limit:]
-        self.open_bytes = sum(item.size for item in self.open_items)
+        self.open_bytes = total_size(self.open_items)
         return batch
 
     # ---------------------------------------------------------------- putting work back

@@ -6,6 +6,9 @@ fast items costs one or two of them)::
 
     supervisor -> worker   (INIT, spec)
                            (BATCH, batch_id, [(index, value), ...], extra)
+                           (BATCH, batch_id, (first_index, [value, ...]), extra)
+                               the second form: items first_index, first_index + 1, ...
+                               (a run: no (index, value) pair to build and pickle per item)
                                extra: {"pressure": (level, reason), "attempt": n}
                            (STOP,)
     worker -> supervisor   (READY,) | (FATAL, message)
@@ -63,11 +66,33 @@ class BatchFailure(NamedTuple):
 
 
 Payload = str | list[Any]  # JSONL text, a line per item, or the values themselves
+# a batch's items on the wire: (index, value) pairs, or a run's first index and its values
+WireItems = list[tuple[int, Any]] | tuple[int, list[Any]]
 Group = tuple[list[int], Payload, list[ItemFailure]]  # (indices, results, failures)
 
 
+def pairs(items: WireItems) -> list[tuple[int, Any]] | enumerate[Any]:
+    """The (index, value) pairs of a batch's items, whichever form they came in."""
+    if isinstance(items, tuple):
+        first, values = items
+        return enumerate(values, first)
+    return items
+
+
+def first_index(items: WireItems) -> int | None:
+    if isinstance(items, tuple):
+        return items[0] if items[1] else None
+    return items[0][0] if items else None
+
+
+def item_values(items: WireItems) -> list[Any]:
+    if isinstance(items, tuple):
+        return items[1]
+    return [value for _, value in items]
+
+
 def batch_message(
-    batch_id: int, items: list[tuple[int, Any]], pressure: tuple[str, str], attempt: int
+    batch_id: int, items: WireItems, pressure: tuple[str, str], attempt: int
 ) -> tuple[Any, ...]:
     return (BATCH, batch_id, items, {"pressure": pressure, "attempt": attempt})
 

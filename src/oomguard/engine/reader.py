@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from oomguard.engine.items import Run
 from oomguard.engine.sources import Source
 from oomguard.wakeup import WakePipe
 
@@ -17,7 +18,8 @@ class SourceReader:
     """Pulls items from the source in a thread into a bounded queue (the only buffer).
 
     Items travel in chunks of ``CHUNK`` (one queue round trip per chunk, not per item); a
-    source that reads in blocks (``chunks()``, a JSONL file's) hands over each block whole.
+    source that reads in blocks (``chunks()``, a JSONL file's) hands over each block whole,
+    a :class:`Run` where the block is one.
     The chunk being filled is shared under a plain lock: when the queue is empty the
     supervisor takes it as it is, so a slow source never holds an item back.
     """
@@ -28,7 +30,7 @@ class SourceReader:
         self, source: Source, capacity: int, wanted: Callable[[int], bool] | None = None
     ) -> None:
         """``wanted``: which input indices to run (None: all of them, a new run's case)."""
-        self.queue: queue.Queue[list[Any]] = queue.Queue(maxsize=max(2, capacity // self.CHUNK))
+        self.queue: queue.Queue[Sequence[Any]] = queue.Queue(maxsize=max(2, capacity // self.CHUNK))
         self._source = source
         self._wanted = wanted
         self._pipe = WakePipe()  # readable when an item came that the supervisor waits for
@@ -38,7 +40,7 @@ class SourceReader:
         self._thread = threading.Thread(target=self._run, name="oomguard-reader", daemon=True)
         self._lock = threading.Lock()
         self._filling: list[Any] = []  # the chunk being filled (under _lock)
-        self._taken: list[Any] = []  # the supervisor's side: the chunk being taken from
+        self._taken: Sequence[Any] = []  # the supervisor's side: the chunk being taken from
 
     def fileno(self) -> int:
         return self._pipe.fileno()
@@ -51,7 +53,7 @@ class SourceReader:
             self.waiting.clear()
             self._pipe.wake()
 
-    def _put(self, chunk: list[Any]) -> bool:
+    def _put(self, chunk: Sequence[Any]) -> bool:
         while not self._stop.is_set():
             try:
                 self.queue.put(chunk, timeout=0.2)
@@ -72,11 +74,11 @@ class SourceReader:
         self._wake()
         return True
 
-    def _add_chunk(self, items: list[Any]) -> bool:
+    def _add_chunk(self, items: Sequence[Any]) -> bool:
         """A source's whole chunk: one queue round trip (what is being filled goes first)."""
         with self._lock:
             if self._filling:
-                items, self._filling = self._filling + items, []
+                items, self._filling = [*self._filling, *items], []
         return self._put(items)
 
     def _run(self) -> None:
@@ -98,7 +100,7 @@ class SourceReader:
             self.error = err
         self._add(END)
 
-    def take(self, count: int) -> list[Any]:
+    def take(self, count: int) -> Sequence[Any]:
         """Up to ``count`` next items (``END`` last, at the end), or raises queue.Empty.
 
         Supervisor side. Items come a chunk at a time: a list slice, not a call per item."""
@@ -115,9 +117,14 @@ class SourceReader:
         self._taken = self._taken[count:]
         return taken
 
-    def give_back(self, items: list[Any]) -> None:
+    def give_back(self, items: Sequence[Any]) -> None:
         """Items taken but not used: they come first at the next take."""
-        self._taken = items + self._taken
+        if not self._taken:
+            self._taken = items
+        elif isinstance(items, Run) and isinstance(self._taken, Run):
+            self._taken = items.joined(self._taken) or [*items, *self._taken]
+        else:
+            self._taken = [*items, *self._taken]
 
     def empty(self) -> bool:
         return not self._taken and self.queue.empty() and not self._filling

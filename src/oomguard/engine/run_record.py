@@ -57,7 +57,7 @@ def attempt_entry(
     if status is not Status.SUCCESS:
         entry["error_class"] = str(status)
         entry["error_message"] = detail.get("message") or detail.get("type") or death_text(detail)
-    labels = {item.index: item.label for item in batch.items if item.label is not None}
+    labels = batch.labels()
     if len(batch.items) == 1 and labels:
         entry["label"] = labels[batch.items[0].index]
     if attempt.item_failures:

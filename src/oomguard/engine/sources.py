@@ -9,15 +9,16 @@ run goes on); a missing file is a :class:`ConfigError` before any work starts.
 from __future__ import annotations
 
 import csv
+import functools
 import itertools
 import os
 import pickle
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from oomguard.engine.items import Item
+from oomguard.engine.items import Item, Run
 from oomguard.engine.jsonl_read import jsonl_chunks
 from oomguard.errors import ConfigError, OomguardWarning
 
@@ -65,7 +66,7 @@ class JsonlSource:
         for chunk in self.chunks():
             yield from chunk
 
-    def chunks(self) -> Iterator[list[Item]]:
+    def chunks(self) -> Iterator[Sequence[Item]]:
         """The items a block of lines at a time (the reader thread's fast path)."""
         return jsonl_chunks(self.path)
 
@@ -260,21 +261,48 @@ class LabelledSource:
         return count_up_to(self.source, limit)
 
 
+_pickled = functools.partial(pickle.dumps, protocol=pickle.HIGHEST_PROTOCOL)
+
+
 class IterableSource:
-    """Any Python iterable; an item's size is its pickled size."""
+    """Any Python iterable; an item's size is its pickled size.
+
+    A list or a tuple, whose items are all there already, is read in runs of
+    ``RUN_ITEMS`` (the reader's fast path, as a JSONL file's blocks); any other iterable an
+    item at a time, so a slow generator's item goes as soon as it comes."""
+
+    RUN_ITEMS = 1024
 
     def __init__(self, iterable: Iterable[Any]) -> None:
         self.iterable = iterable
         self.description = f"iterable {type(iterable).__name__}"
+        if isinstance(iterable, list | tuple):
+            self.chunks = self._runs
 
     def __iter__(self) -> Iterator[Item]:
-        for index, value in enumerate(self.iterable):
+        return self._items(self.iterable, 0)
+
+    @staticmethod
+    def _items(values: Iterable[Any], start: int) -> Iterator[Item]:
+        for index, value in enumerate(values, start):
             try:
-                size = len(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+                size = len(_pickled(value))
             except Exception as err:
                 yield Item(index, None, 0, error=f"item {index} cannot be pickled: {err}")
                 continue
             yield Item(index, value, size)
+
+    def _runs(self) -> Iterator[Sequence[Item]]:
+        values = iter(self.iterable)  # not by len(): a sequence's may be wrong
+        start = 0
+        while block := list(itertools.islice(values, self.RUN_ITEMS)):
+            start, first = start + len(block), start
+            try:
+                sizes = list(map(len, map(_pickled, block)))
+            except Exception:
+                yield list(self._items(block, first))  # the item that cannot be pickled says so
+            else:
+                yield Run(first, block, sizes)
 
     def count(self) -> int | None:
         try:

@@ -34,7 +34,17 @@ from typing import Any
 from oomguard.classify import Status, classify_exception
 from oomguard.engine import protocol
 from oomguard.engine.context import Pressure, WorkerContext, set_context
-from oomguard.engine.protocol import AFTER_ITEMS, SLOT, SLOT_SIZE, Group, ItemFailure
+from oomguard.engine.protocol import (
+    AFTER_ITEMS,
+    SLOT,
+    SLOT_SIZE,
+    Group,
+    ItemFailure,
+    WireItems,
+    first_index,
+    item_values,
+    pairs,
+)
 from oomguard.limits.process import (
     WORKER_OOM_SCORE_ADJ,
     apply_rlimit_as,
@@ -118,8 +128,13 @@ NOT_FINITE = "Out of range float values are not JSON compliant"  # json's own me
 
 def encode_value(value: Any) -> str:
     """``json.dumps(value, ensure_ascii=False)``, without a new encoder per call."""
-    if type(value) is str:
+    kind = type(value)
+    if kind is str:
         return encode_basestring(value)
+    if kind is int:
+        return int.__repr__(value)  # what json writes for an int, without the encoder's call
+    if value is None:
+        return "null"
     if _encode_c is None:
         return _encode_py(value)
     try:
@@ -224,9 +239,9 @@ class WorkerLoop:
             # a result that cannot be pickled (nothing was sent): that item becomes an error
             self.conn.send(protocol.results_message(batch_id, picklable(group), stats))
 
-    def run_items(self, batch_id: int, items: list[tuple[int, Any]]) -> None:
+    def run_items(self, batch_id: int, items: WireItems) -> None:
         mark, slot, function = SLOT.pack_into, self.slot, self.function
-        for index, value in items:
+        for index, value in pairs(items):
             mark(slot, 0, batch_id, index)
             try:
                 result = function(value)
@@ -242,22 +257,26 @@ class WorkerLoop:
             ):
                 self.report(batch_id)
 
-    def run_batch(self, batch_id: int, items: list[tuple[int, Any]]) -> None:
-        SLOT.pack_into(self.slot, 0, batch_id, items[0][0] if items else AFTER_ITEMS)
+    def run_batch(self, batch_id: int, items: WireItems) -> None:
+        first = first_index(items)
+        SLOT.pack_into(self.slot, 0, batch_id, AFTER_ITEMS if first is None else first)
+        values = item_values(items)
         try:
-            results = self.function([value for _, value in items])
+            results = self.function(values)
             results = list(results)
         except Exception as exc:
             status = str(classify_exception(exc))
             self.conn.send((protocol.BATCH_ERROR, batch_id, status, error_payload(exc)))
             return
-        if len(results) != len(items):
+        if len(results) != len(values):
             problem = ValueError(
-                f"the batched function returned {len(results)} results for {len(items)} items"
+                f"the batched function returned {len(results)} results for {len(values)} items"
             )
             self.conn.send((protocol.BATCH_ERROR, batch_id, _ERROR, error_payload(problem)))
             return
-        self.held.extend((index, result) for (index, _), result in zip(items, results, strict=True))
+        self.held.extend(
+            (index, result) for (index, _), result in zip(pairs(items), results, strict=True)
+        )
 
     def serve(self) -> None:
         while True:
