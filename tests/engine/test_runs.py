@@ -21,7 +21,9 @@ from oomguard.engine.intake import Intake
 from oomguard.engine.items import Batch, Item, Run
 from oomguard.engine.jsonl_read import block_run, jsonl_chunks
 from oomguard.engine.protocol import first_index, item_values, pairs
+from oomguard.journal import Checkpoint, Journal
 from oomguard.journal.ranges import RangeSet
+from oomguard.report.load import attempts
 from tests.engine.test_jsonl_read import same, values
 
 # lines that are no value alone, or are one only with help from a neighbour
@@ -182,3 +184,29 @@ def test_intake_forms_the_same_batches_from_runs_as_from_items(
     from_items = batches_of(Blocks(sizes, as_runs=False), batch_size, max_bytes)
     assert from_runs == from_items
     assert [i for batch in from_runs for i in batch] == list(range(sum(map(len, sizes))))
+
+
+def test_a_runs_attempt_is_journaled_as_its_range_and_read_back_as_its_indices(
+    tmp_path: Path,
+) -> None:
+    journal = Journal.open(tmp_path)
+    try:
+        ran = {
+            "batch_id": 1,
+            "status": "success",
+            "input_indices": Batch(Run(5, [0] * 1000, [1] * 1000)).index_span(),
+        }
+        listed = {"batch_id": 2, "status": "success", "input_indices": [1, 3]}
+        journal.checkpoint(Checkpoint([], None, [], [ran, listed], []))
+        rows = [text for (text,) in journal._db.execute("SELECT entry FROM attempts ORDER BY id")]
+        assert len(rows[0]) < 100  # one range, not a thousand numbers
+        assert [entry["input_indices"] for entry in journal.attempts()] == [
+            list(range(5, 1005)),
+            [1, 3],
+        ]
+        assert [entry["input_indices"] for entry in attempts(tmp_path)] == [
+            list(range(5, 1005)),
+            [1, 3],
+        ]  # the report's reading of a journal without a manifest
+    finally:
+        journal.close()

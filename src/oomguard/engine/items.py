@@ -127,6 +127,12 @@ class Batch:
             return list(range(self.items.start, self.items.stop))
         return [item.index for item in self.items]
 
+    def index_span(self) -> range | list[int]:
+        """The indices as cheaply as they can be held: a run's as a range."""
+        if isinstance(self.items, Run):
+            return range(self.items.start, self.items.stop)
+        return self.indices
+
     @property
     def kind(self) -> str:
         """What the batch's work costs alike (its first item's kind; a run's is "")."""

@@ -41,7 +41,7 @@ def attempt_entry(
     entry: dict[str, Any] = {
         "batch_id": batch.batch_id,
         "parent_id": batch.parent_id,
-        "input_indices": batch.indices,
+        "input_indices": batch.index_span(),  # a range is journaled as one (journal/store.py)
         "attempt": batch.attempt,
         "status": str(status),
         "start": round(start_wall, 3),

@@ -214,7 +214,7 @@ class Journal:
             self._db.executemany(
                 "INSERT INTO attempts(batch_id, status, entry) VALUES(?, ?, ?)",
                 (
-                    (a.get("batch_id"), a.get("status"), json.dumps(a, default=str))
+                    (a.get("batch_id"), a.get("status"), json.dumps(_stored(a), default=str))
                     for a in state.attempts
                 ),
             )
@@ -300,8 +300,9 @@ class Journal:
             yield entry
 
     def attempts(self) -> Iterator[dict[str, Any]]:
-        for (entry,) in self._db.execute("SELECT entry FROM attempts ORDER BY id"):
-            yield json.loads(entry)
+        """Every attempt's manifest entry, its ``input_indices`` a list of them all."""
+        for (text,) in self._db.execute("SELECT entry FROM attempts ORDER BY id"):
+            yield attempt_from_row(text)
 
     def attempt_counts(self) -> dict[str, int]:
         return {
@@ -343,6 +344,24 @@ def _has_content(path: Path) -> bool:
         return os.lstat(path).st_size > 0
     except FileNotFoundError:
         return False
+
+
+def attempt_from_row(text: str) -> dict[str, Any]:
+    """An attempt's entry as the attempts table holds it, its indices listed again."""
+    entry: dict[str, Any] = json.loads(text)
+    span = entry.get("input_indices")
+    if isinstance(span, dict):
+        entry["input_indices"] = list(range(*span["range"]))
+    return entry
+
+
+def _stored(entry: dict[str, Any]) -> dict[str, Any]:
+    """An attempt's entry as journaled: a batch of consecutive items (a run's, held as a
+    range) as ``{"range": [start, stop]}``, not a number per item."""
+    span = entry.get("input_indices")
+    if isinstance(span, range):
+        return {**entry, "input_indices": {"range": [span.start, span.stop]}}
+    return entry
 
 
 class _Transaction:

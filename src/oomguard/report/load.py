@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from oomguard.errors import ConfigError
+from oomguard.journal.store import JOURNAL_NAME, attempt_from_row
 
-JOURNAL = "journal.sqlite"
+JOURNAL = JOURNAL_NAME
 LIMIT = 200  # rows per table: the page stays readable (the files hold every row)
 
 
@@ -95,7 +96,7 @@ def attempts(run_dir: Path) -> list[dict[str, Any]]:
     if isinstance(entries, list):
         return [entry for entry in entries if isinstance(entry, dict) and "batch_id" in entry]
     rows = _journal_rows(run_dir / JOURNAL, "SELECT entry FROM attempts ORDER BY id")
-    return [json.loads(entry) for (entry,) in rows]
+    return [attempt_from_row(entry) for (entry,) in rows]
 
 
 def quarantined(run_dir: Path) -> list[dict[str, Any]]:
