@@ -45,8 +45,10 @@ class JobConfig:
     # batch size follows memory and time (engine/batch_size.py); a batch_size given
     # without it means that size, fixed (fixed_when_named)
     adaptive_batch: bool = True
-    min_batch_size: int = 1  # adaptive bounds
-    max_batch_size: int = 1000
+    min_batch_size: int = 1  # adaptive bounds; the upper one lets items of a fraction of a
+    # millisecond reach a batch of ~0.25 s, where the per-batch cost (a round trip, cgroup
+    # reads, a manifest entry) stops showing: BENCHMARKS.md, "The defaults' speed"
+    max_batch_size: int = 5000
     # adaptive: the batch duration aimed at; None: BATCH_SECONDS on one machine,
     # CLUSTER_BATCH_SECONDS on a cluster (aimed_batch_seconds)
     batch_seconds: float | None = None

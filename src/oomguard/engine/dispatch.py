@@ -1,8 +1,8 @@
 """Dispatch: which batch goes to which idle worker, now — or why nothing goes.
 
-Each loop turn reads the job's memory once, and each worker's (the intake pause, the
-runaways, admission and the loop's next timeout all judge that one moment), then, in
-order:
+Each loop turn reads the job's memory once, and each worker's (``handles.one_moment``: the
+intake pause, the runaways, admission and the loop's next timeout all judge that one
+moment), then, in order:
 
 1. a backend that is restarting pauses everything;
 2. runaways: two crowding each other go one at a time; while any runs, only the side
@@ -60,9 +60,6 @@ class Dispatch:
         self.ledger = ledger
         self.monitor = monitor
         self.usage: int | None = None  # the job's memory, as this turn's dispatch read it
-        # each worker's working set as this turn read it (pid -> bytes): a turn judges one
-        # moment, and memory.stat is one of the dearest reads a batch costs; None between turns
-        self._turn_sets: dict[int, int] | None = None
 
     def job_usage(self) -> int | None:
         """The job's working set now (what it holds less the page cache the kernel may
@@ -86,12 +83,8 @@ class Dispatch:
         that (a batch bigger than predicted claims what it took, so the rest is not promised
         twice)."""
         total = 0
-        seen = self._turn_sets
         for handle in self.pool.workers.values():
-            if seen is None:
-                now = handle.working_set()
-            elif (now := seen.get(handle.pid, -1)) < 0:
-                now = seen[handle.pid] = handle.working_set()
+            now = handle.working_set()
             attempt = handle.attempt
             if attempt is not None:
                 total += max(attempt.baseline + attempt.prediction, now)
@@ -107,13 +100,6 @@ class Dispatch:
 
     def fill(self) -> None:
         """Give idle workers work, as far as memory and the limits allow."""
-        self._turn_sets = {}
-        try:
-            self._fill()
-        finally:
-            self._turn_sets = None
-
-    def _fill(self) -> None:
         usage = self.usage = self.job_usage()
         if not self.backend.ready:
             return  # paused: the backend is restarting
@@ -193,7 +179,7 @@ class Dispatch:
         now = time.monotonic()
         try:
             worker.group.reset_peak()
-            charged, working = worker.group.charge()
+            charged, working = worker.charge()  # idle since its last batch: this turn's reading
         except OSError:
             charged = working = 0
         timeout = self.config.timeout

@@ -13,7 +13,9 @@ means the worker is not running a batch.
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import itertools
 import mmap
 import os
 import select
@@ -21,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -32,6 +35,23 @@ from oomguard.engine.items import Batch
 from oomguard.engine.protocol import AFTER_ITEMS, SLOT, SLOT_SIZE, BatchFailure, ItemFailure
 from oomguard.engine.sinks import Results
 from oomguard.limits.base import Limiter, MemoryGroup
+
+# the loop turn open now (0: none). A turn judges one moment: within it a worker's cgroup
+# is read once (memory.stat, which the kernel builds afresh for each read, is the dearest
+# read a batch costs), and outside one every read is fresh. Two supervisors in one process
+# only make each other read afresh more often.
+_open_turn = [0]
+_turns = itertools.count(1)
+
+
+@contextlib.contextmanager
+def one_moment() -> Iterator[None]:
+    """A loop turn: workers' cgroup readings within it are taken once and shared."""
+    _open_turn[0] = next(_turns)
+    try:
+        yield
+    finally:
+        _open_turn[0] = 0
 
 
 class WorkerState(enum.Enum):
@@ -123,6 +143,7 @@ class WorkerHandle:
     group_restarted: bool = False  # the group restart for its OOM kill is done already
     held: int = 0  # bytes of side room its group is held to beside a runaway (0: not held)
     held_since: float = 0.0
+    _reading: tuple[int, tuple[int, int]] = (0, (0, 0))  # (turn, its charge then)
 
     @property
     def pid(self) -> int:
@@ -170,11 +191,21 @@ class WorkerHandle:
             return False
         return SLOT.unpack_from(self.running) == (self.attempt.batch.batch_id, AFTER_ITEMS)
 
+    def charge(self) -> tuple[int, int]:
+        """Its group's (charge, working set) now: read once per loop turn (one_moment)."""
+        turn = _open_turn[0]
+        if turn and self._reading[0] == turn:
+            return self._reading[1]
+        reading = self.group.charge()
+        if turn:
+            self._reading = (turn, reading)
+        return reading
+
     def working_set(self) -> int:
         """Its group's working set now; 0 when the group is gone (its death is being
         handled)."""
         try:
-            return self.group.working_set()
+            return self.charge()[1]
         except OSError:
             return 0
 

@@ -150,7 +150,7 @@ class Outcomes:
         if peak is None:
             return None
         try:
-            charged, working = handle.group.charge()
+            charged, working = handle.charge()
         except OSError:
             return None
         return attempt.cost(peak, charged, working), max(0, working - attempt.baseline)

@@ -36,7 +36,7 @@ BATCH_CHOICES = (1, 5, 10, 20, 50)
 # (about a millisecond), so 50-100 ms of work makes it a few percent at most, while a
 # batch stays short enough to spread over the workers and to lose little when it dies
 BATCH_WORK_SECONDS = 0.075
-MAX_RECOMMENDED_BATCH = 1000  # JobConfig.max_batch_size's default
+MAX_RECOMMENDED_BATCH = 1000  # the largest fixed batch a plan recommends
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ from oomguard.engine.backend_link import BackendLink
 from oomguard.engine.config import JobConfig
 from oomguard.engine.dispatch import Dispatch
 from oomguard.engine.fork_server import ForkServer
+from oomguard.engine.handles import one_moment
 from oomguard.engine.hooks import RunHooks
 from oomguard.engine.intake import Intake
 from oomguard.engine.ledger import Ledger
@@ -224,6 +225,10 @@ class Supervisor:
 
     def wait_and_handle(self) -> None:
         ready = [key.data for key, _ in self.selector.select(self.next_timeout())]
+        with one_moment():
+            self._handle(ready)
+
+    def _handle(self, ready: list[tuple[str, Any]]) -> None:
         kinds = {what for what, _ in ready}
         if "backend" in kinds:
             self.backend.handle_change()
