@@ -31,7 +31,8 @@ from benchmarks.supervisor_memory import write_input  # noqa: E402
 # (what the row says, a function as py-spy names it, whether only its own time counts)
 PARTS = [
     ("reader thread: all", "SourceReader._run", False),
-    ("· decoding lines (jsonl_read.decode_line)", "decode_line", False),
+    ("· decoding a block as a run (jsonl_read.block_run)", "block_run", False),
+    ("· decoding lines one at a time (jsonl_read.decode_line)", "decode_line", False),
     ("· its own lines: building items, waiting for the GIL (jsonl_chunks)", "jsonl_chunks", True),
     ("· handing blocks over (Queue.put)", "Queue.put", False),
     ("main loop: all (Supervisor.run)", "Supervisor.run", False),
