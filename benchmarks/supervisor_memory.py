@@ -6,7 +6,7 @@ returns what a chemistry pipeline's does (a 2048-bit fingerprint as hex text and
 descriptors, ``benchmarks.workloads:features``) and samples the supervisor's own RSS (not
 its workers') every half second.
 
-    python benchmarks/supervisor_memory.py [--items 10000000] [--batch-size N]
+    python benchmarks/supervisor_memory.py [--items 10000000] [--batch-size N] [--max-batch-size N]
         [--source jsonl|parquet] [--sink jsonl|parquet] [--all]
 
 ``--all`` runs the four source/sink pairs, side by side in one table. "wall" is seen from
@@ -102,6 +102,7 @@ def one(args: argparse.Namespace, source_kind: str, sink_kind: str) -> str:
             *("-i", str(source), "-o", str(out), "--run-dir", str(run_dir)),
             *("--workers", str(args.workers)),
             *(("--batch-size", str(args.batch_size)) if args.batch_size else ()),
+            *(("--max-batch-size", str(args.max_batch_size)) if args.max_batch_size else ()),
             *("--log-format", "quiet"),
         ]
         code, wall, rss, private = sample(command)
@@ -122,6 +123,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=10_000_000)
     parser.add_argument("--batch-size", type=int, default=None, help="fixed (default: adaptive)")
+    parser.add_argument(
+        "--max-batch-size", type=int, default=None, help="adaptive batching's bound (default: its)"
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--source", choices=KINDS, default="jsonl")
     parser.add_argument("--sink", choices=KINDS, default="jsonl")
@@ -136,7 +140,8 @@ def main() -> None:
         parser.error("--trivial reads JSONL")
     pairs = [(a, b) for a in KINDS for b in KINDS] if args.all else [(args.source, args.sink)]
     print(
-        f"# supervisor memory over {args.items:,} items, batch size {args.batch_size or 'adaptive'}, "
+        f"# supervisor memory over {args.items:,} items, batch size {args.batch_size or 'adaptive'}"
+        f"{f' up to {args.max_batch_size}' if args.max_batch_size else ''}, "
         f"{args.workers} workers, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"
     )
     print(

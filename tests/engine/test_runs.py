@@ -17,12 +17,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oomguard.engine.config import JobConfig
+from oomguard.engine.handles import close_worker, one_moment, start_worker
 from oomguard.engine.intake import Intake
 from oomguard.engine.items import Batch, Item, Run
 from oomguard.engine.jsonl_read import block_run, jsonl_chunks
-from oomguard.engine.protocol import first_index, item_values, pairs
+from oomguard.engine.protocol import STOP, first_index, item_values, pairs
 from oomguard.journal import Checkpoint, Journal
 from oomguard.journal.ranges import RangeSet
+from oomguard.limits import CgroupLimiter
 from oomguard.report.load import attempts
 from tests.engine.test_jsonl_read import same, values
 
@@ -210,3 +212,24 @@ def test_a_runs_attempt_is_journaled_as_its_range_and_read_back_as_its_indices(
         ]  # the report's reading of a journal without a manifest
     finally:
         journal.close()
+
+
+def test_a_loop_turn_reads_a_workers_cgroup_once_and_the_next_turn_afresh(
+    cgroup_limiter: CgroupLimiter,
+) -> None:
+    # a real worker in a real cgroup: each read of its group is a new (charge, working) tuple
+    job = cgroup_limiter.create_group("turns", 256 * 1024 * 1024)
+    spec = {"function": "tests.engine.workloads:work", "batched": False, "encode_json": True}
+    handle = start_worker(cgroup_limiter, job, 0, 0, {**spec, "sys_path": []}, None)
+    try:
+        assert handle.charge() is not handle.charge()  # no turn open: every read is fresh
+        with one_moment():
+            first = handle.charge()
+            assert handle.charge() is first and handle.working_set() == first[1]
+        with one_moment():
+            assert handle.charge() is not first  # a new turn reads again
+        assert handle.charge() is not first
+    finally:
+        handle.conn.send((STOP,))
+        close_worker(handle)
+        job.remove()

@@ -214,7 +214,7 @@ class Admission:
 
     def model(self, batch: Batch) -> CostModel:
         """The cost model of ``batch``'s kind of work (its first item's)."""
-        kind = self.kind(batch)
+        kind = batch.kind
         if not kind:
             return self.costs
         model = self._kinds.get(kind)
@@ -244,11 +244,6 @@ class Admission:
             model.observe_warmup(retained)
             cost -= retained
         model.observe(*self.sizes(batch), cost)
-
-    @staticmethod
-    def kind(batch: Batch) -> str:
-        """The kind of work a batch is counted as (its first item's)."""
-        return batch.kind
 
     def predict(self, items: int, size: int, model: CostModel | None = None) -> int:
         model = model or self.costs

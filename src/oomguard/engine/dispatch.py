@@ -136,7 +136,7 @@ class Dispatch:
             batch = self._next_batch()
             if batch is None:
                 return
-            warm = self.admission.kind(batch) in worker.warm_for
+            warm = batch.kind in worker.warm_for
             prediction = max(self.admission.predict_batch(batch, warm=warm), batch.known_cost)
             if not self.admission.admits(self.predicted_total(), prediction, in_flight):
                 intake.held = batch  # it waits for memory, not for a worker

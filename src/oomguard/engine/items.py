@@ -121,17 +121,15 @@ class Batch:
             return max(self.items.sizes, default=0)
         return max((item.size for item in self.items), default=0)
 
-    @property
-    def indices(self) -> list[int]:
-        if isinstance(self.items, Run):
-            return list(range(self.items.start, self.items.stop))
-        return [item.index for item in self.items]
-
     def index_span(self) -> range | list[int]:
         """The indices as cheaply as they can be held: a run's as a range."""
         if isinstance(self.items, Run):
             return range(self.items.start, self.items.stop)
-        return self.indices
+        return [item.index for item in self.items]
+
+    @property
+    def indices(self) -> list[int]:
+        return list(self.index_span())
 
     @property
     def kind(self) -> str:

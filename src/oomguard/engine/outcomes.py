@@ -130,7 +130,7 @@ class Outcomes:
             self.admission.side_useful += attempt.elapsed
         if worst is Status.SUCCESS:
             if measured is not None:
-                kind = self.admission.kind(batch)
+                kind = batch.kind
                 first = kind not in handle.warm_for
                 self.admission.learn(batch, *measured, first=first)
                 handle.warm_for.add(kind)

@@ -21,7 +21,6 @@ from typing import Any
 from oomguard.errors import ConfigError
 from oomguard.journal.store import JOURNAL_NAME, attempt_from_row
 
-JOURNAL = JOURNAL_NAME
 LIMIT = 200  # rows per table: the page stays readable (the files hold every row)
 
 
@@ -74,7 +73,7 @@ def _journal_rows(path: Path, query: str) -> list[tuple[Any, ...]]:
 
 def from_journal(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
     """An interrupted run's summary: what summary.json had, completed from the journal."""
-    journal = run_dir / JOURNAL
+    journal = run_dir / JOURNAL_NAME
     meta = dict(_journal_rows(journal, "SELECT key, value FROM meta"))
     done = _journal_rows(journal, "SELECT COALESCE(SUM(count), 0) FROM commits")
     held = dict(_journal_rows(journal, "SELECT status, COUNT(*) FROM quarantine GROUP BY status"))
@@ -95,7 +94,7 @@ def attempts(run_dir: Path) -> list[dict[str, Any]]:
     entries = _json(run_dir / "ingest_manifest.json")
     if isinstance(entries, list):
         return [entry for entry in entries if isinstance(entry, dict) and "batch_id" in entry]
-    rows = _journal_rows(run_dir / JOURNAL, "SELECT entry FROM attempts ORDER BY id")
+    rows = _journal_rows(run_dir / JOURNAL_NAME, "SELECT entry FROM attempts ORDER BY id")
     return [attempt_from_row(entry) for (entry,) in rows]
 
 
@@ -111,7 +110,7 @@ def quarantined(run_dir: Path) -> list[dict[str, Any]]:
                     entries.append(json.loads(line))
     if not entries:
         query = "SELECT idx, status, evidence FROM quarantine ORDER BY idx LIMIT 200"  # LIMIT
-        for index, status, evidence in _journal_rows(run_dir / JOURNAL, query):
+        for index, status, evidence in _journal_rows(run_dir / JOURNAL_NAME, query):
             entries.append(
                 {"input_index": index, "status": status, "evidence": json.loads(evidence)}
             )
@@ -120,7 +119,7 @@ def quarantined(run_dir: Path) -> list[dict[str, Any]]:
 
 def load_run(run_dir: Path) -> RunArtifacts:
     """Every artifact a report shows, from a finished or an interrupted run."""
-    found = [n for n in ("summary.json", "memory_log.csv", JOURNAL) if (run_dir / n).exists()]
+    found = [n for n in ("summary.json", "memory_log.csv", JOURNAL_NAME) if (run_dir / n).exists()]
     if not found:
         raise ConfigError(
             f"{str(run_dir)!r} is not a run directory: it has no summary.json, memory_log.csv "
@@ -135,7 +134,7 @@ def load_run(run_dir: Path) -> RunArtifacts:
         summary = {}
     elif interrupted:
         note = "the run was stopped before the end; resume it to finish"
-    if interrupted and (run_dir / JOURNAL).exists():
+    if interrupted and (run_dir / JOURNAL_NAME).exists():
         summary = from_journal(run_dir, summary)
     if interrupted:
         summary.setdefault("status", "interrupted")
