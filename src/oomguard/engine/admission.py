@@ -44,20 +44,19 @@ reads the job's usage fresh each time it looks, and looks every ``watch_interval
 once it holds ``busy_share`` (a quarter) of the budget: a process fills memory at about
 1 GiB/s (:meth:`Admission.watch_timeout`).
 
-The side lane (opt-in, ``side_lane``): the cores a runaway leaves idle get batches *held*
-at a ceiling, whose processes the kernel stalls (not kills) there (v1: the limit with the
-OOM killer off; v2: ``memory.high``), only where the batch most likely fits (its median
+The side lane (``side_lane``, on by default): the cores a runaway leaves idle get batches
+*held* at a ceiling, whose processes the kernel stalls (not kills) there (v1: the limit with
+the OOM killer off; v2: ``memory.high``), only where the batch most likely fits (its median
 learned cost: a wrong guess costs a stall, not a kill). Together they hold at most
 ``side_share`` of the budget, by default half of what a death may fall short of the whole
 budget and still count as a death alone (``alone_fraction``), so a runaway killed beside
-them is still quarantined at once. A held batch that stalls is stopped and runs again after
-the runaway; one known to need more than the side room waits. One side batch per core the
-runaways leave free (:meth:`Admission.side_lanes`); ``max_in_flight`` still caps the total.
-The mechanism is in ``engine/runaways.py``; the rules are here. The lane is speculation and
-is judged as such: it closes once what its stopped batches cost passes two thirds of what
-its finished ones did. Off by default: on the gauntlet (BENCHMARKS.md) it was no faster;
-most likely the side work competes with the runaway's page faults, and the runaways'
-growth, one after another, is the run's critical path.
+them is still quarantined at once. A held batch that stalls waits at its ceiling, holding
+what it has, and goes on where it stopped once no runaway is left: stopping it would lose
+its work and its worker, and the room it would free is too small for much. One known to
+need more than the side room waits. One side batch per core the runaways leave free
+(:meth:`Admission.side_lanes`); ``max_in_flight`` still caps the total. The mechanism is in
+``engine/runaways.py``; the rules are here. Where no cgroup can hold a group (the watchdog
+limiter) there is no side lane.
 
 The intake pause. Intake pauses when the job's real usage reaches ``high_water`` x
 budget, or PSI ``some avg10`` reaches ``psi_some_avg10``; it resumes only once usage is
@@ -95,7 +94,7 @@ class AdmissionConfig:
     alone_fraction: float = JobConfig.alone_fraction  # a death at this share of its room: alone
     side_share: float | None = None  # held batches beside a runaway hold at most this share
     # of the budget; None: half of what a death may fall short and still count as alone
-    side_lane: bool = JobConfig.side_lane  # opt-in: measured no faster on the gauntlet
+    side_lane: bool = JobConfig.side_lane
     side_minimum: int = 16 * MiB  # less side room than this is not worth a held batch
     watch_interval: float = 0.05  # seconds between looks at the workers while memory is busy
     busy_share: float = 0.25  # of the budget: from there, the loop looks every watch_interval
@@ -201,8 +200,6 @@ class Admission:
         self.pauses = 0
         self.pause_reason = ""  # why intake is paused, for a person ("working set 86% of cap")
         self.paused_since = 0.0  # monotonic
-        self.side_useful = 0.0  # seconds of held batches that finished
-        self.side_wasted = 0.0  # seconds of held batches stopped at their ceiling
 
     def sizes(self, batch: Batch, times: int = 1) -> tuple[int, int]:
         """(items, bytes) as the cost model counts a batch (``times`` over): for a sequential
@@ -284,17 +281,9 @@ class Admission:
         """Runaways together past the target: only one of them may go on."""
         return predicted_total >= self.config.target * self.budget
 
-    def side_lane_pays(self) -> bool:
-        """Held batches are speculation: one stopped at its ceiling loses what it did. The
-        lane stays open while what finishes is at least 1.5 times what is lost (judged after
-        3 seconds of either: too early before)."""
-        if self.side_useful + self.side_wasted < 3.0:
-            return True
-        return self.side_useful >= 1.5 * self.side_wasted
-
     def side_room(self, held: int) -> int:
         """Bytes a new held batch may have beside a runaway, with ``held`` bytes held already."""
-        if not (self.config.enabled and self.config.side_lane and self.side_lane_pays()):
+        if not (self.config.enabled and self.config.side_lane):
             return 0
         room = max(0, int(self.config.side_room_share * self.budget) - held)
         return room if room >= self.config.side_minimum else 0

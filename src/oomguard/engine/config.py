@@ -82,7 +82,7 @@ class JobConfig:
     high_water: float = 0.85  # real usage at this share pauses intake until back under target
     psi_threshold: float = 40.0  # or PSI memory "some avg10" (%) at this level pauses intake
     max_in_flight: int | None = None  # an upper cap on batches in flight [default: workers]
-    side_lane: bool = False  # beside a runaway batch, idle cores run batches held at a ceiling
+    side_lane: bool = True  # beside a runaway batch, idle cores run batches held at a ceiling
     # worker hygiene
     max_batches_per_worker: int | None = None  # recycle a worker after this many batches
     recycle_rss_growth: int = (

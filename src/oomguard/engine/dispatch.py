@@ -193,6 +193,7 @@ class Dispatch:
                 started_at=now,
                 started_wall=time.time(),
                 alone=batch.alone,
+                side=bool(held),
                 deadline=now + timeout if timeout is not None else None,
             )
         )

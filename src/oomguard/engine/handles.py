@@ -65,7 +65,7 @@ class KillReason(enum.StrEnum):
     (``group``, ``preempted``) or is counted as such (``timeout``)."""
 
     TIMEOUT = "timeout"  # its batch ran over the per-batch timeout
-    PREEMPTED = "preempted"  # stopped for a runaway, or stalled at its side-lane ceiling
+    PREEMPTED = "preempted"  # stopped for a runaway (the smaller of two)
     GROUP = "group"  # another member of the group was OOM-killed
 
 
@@ -81,6 +81,7 @@ class Attempt:
     started_at: float  # monotonic
     started_wall: float
     alone: bool = False  # dispatched on the "alone" rung, with the pool drained
+    side: bool = False  # dispatched in the side lane, held at a ceiling (released or not)
     deadline: float | None = None  # monotonic; None: no timeout
     results: list[Results] = field(default_factory=list)  # groups of successes reported
     reported: set[int] = field(default_factory=set)  # indices reported (successes, failures)

@@ -94,7 +94,7 @@ class Outcomes:
         assert attempt is not None
         batch = attempt.batch
         peak = handle.peak()
-        held = bool(handle.held)
+        held = attempt.side
         failure = attempt.batch_failure
         if failure is not None:
             status = Status(failure.status)
@@ -126,8 +126,6 @@ class Outcomes:
             cost=cost,
         )
         handle.batches_done += 1
-        if held:
-            self.admission.side_useful += attempt.elapsed
         if worst is Status.SUCCESS:
             if measured is not None:
                 kind = batch.kind
@@ -255,7 +253,7 @@ class Outcomes:
             attempt,
             handle.pid,
             status,
-            held=bool(handle.held),
+            held=attempt.side,
             evidence=evidence,
             bystander=verdict.bystander,
             peak=peak,
@@ -329,11 +327,9 @@ class Outcomes:
             self.intake.apply(retry_uncounted(retry), status, evidence)
 
     def _requeue_preempted(self, handle: WorkerHandle, attempt: Attempt, peak: int | None) -> None:
-        """A stopped batch (a held one stalled at its ceiling, or the smaller of two runaways)
+        """A stopped batch (the smaller of two runaways, or a held batch stopped)
         goes back to the queue uncounted; the part to blame is known to need more than it
         reached, so it waits for the runaway to end."""
-        if handle.held:
-            self.admission.side_wasted += attempt.elapsed
         # more than the room it stalled in (strictly: the same room would stall it again)
         batch = attempt.batch
         needed = max(batch.known_cost, handle.held + 1, attempt.reached(peak))

@@ -5,8 +5,9 @@ poison one heading for the cap. While one runs, normal admission is closed. Two 
 together pass the target go one at a time: the one holding most goes on, the others are
 stopped (``preempted``, uncounted) and wait as suspects. With the side lane on, the cores
 the runaways leave idle get batches held at a small ceiling (the kernel stalls them there
-instead of killing them); a held batch that stalls is stopped, and when no runaway is left
-the holds are released and the batches set aside come first.
+instead of killing them); a held batch that stalls waits there, holding what it has, and
+when no runaway is left the holds are released (the stalled go on where they stopped) and
+the batches set aside come first.
 """
 
 from __future__ import annotations
@@ -83,7 +84,6 @@ class Runaways:
         self, runaways: int, next_batch: Callable[[], Batch | None], send: Send
     ) -> None:
         """The side lane: batches held at a small ceiling on the cores runaways leave idle."""
-        self.preempt_stalled()
         psi = self.monitor.last_psi
         if psi is not None and psi >= self.admission.config.psi_some_avg10:
             return  # the machine is short of memory: nothing more, not even held
@@ -124,13 +124,6 @@ class Runaways:
             self.side_lane_open = True
             self.ledger.event("side_lane", open=True)
         return True
-
-    def preempt_stalled(self) -> None:
-        """A held batch stalled at its ceiling needs more than the side room: stop it, so
-        the room goes to another batch; it runs again, uncounted, once the runaway is over."""
-        for handle in self.pool.busy():
-            if handle.held and handle.kill_reason is None and handle.group.stalled():
-                handle.kill(KillReason.PREEMPTED)
 
     def holding(self) -> bool:
         """Whether anything waits for the runaways' end: set-aside batches or held workers."""
