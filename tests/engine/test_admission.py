@@ -481,6 +481,8 @@ def test_runaway_side_room() -> None:
     assert admission.side_room(0) == 50 * MiB
     assert admission.side_room(30 * MiB) == 20 * MiB
     assert admission.crowded(800 * MiB) and not admission.crowded(700 * MiB)
-    assert Admission(AdmissionConfig(side_share=0.05), budget).side_room(0) == 50 * MiB  # default on
+    assert (
+        Admission(AdmissionConfig(side_share=0.05), budget).side_room(0) == 50 * MiB
+    )  # default on
     off = Admission(AdmissionConfig(side_lane=False), budget)
     assert off.side_room(0) == 0
