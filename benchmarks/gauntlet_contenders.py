@@ -130,9 +130,7 @@ def run_ray(items: list[dict[str, Any]], rec: Recorder) -> None:
     ray.shutdown()
 
 
-def run_oomguard(
-    items: list[dict[str, Any]], rec: Recorder, side_lane: bool = False, **options: Any
-) -> None:
+def run_oomguard(items: list[dict[str, Any]], rec: Recorder, **options: Any) -> None:
     from oomguard import Job
 
     out = rec.path.with_suffix(".out.jsonl")
@@ -143,7 +141,6 @@ def run_oomguard(
         run_dir=rec.path.with_suffix(".run"),
         batch_size=1,
         log_format="quiet",
-        side_lane=side_lane,
         **{"workers": WORKERS, **options},
     ).run()
     for line in out.read_text().splitlines():
@@ -204,8 +201,9 @@ def run_oracle(items: list[dict[str, Any]], rec: Recorder) -> None:
     run_ppe(items, rec, workers=os.cpu_count() or 1)
 
 
-def run_oomguard_with_side_lane(items: list[dict[str, Any]], rec: Recorder) -> None:
-    run_oomguard(items, rec, side_lane=True)
+def run_oomguard_without_side_lane(items: list[dict[str, Any]], rec: Recorder) -> None:
+    """The side lane off (on by default): nothing runs beside a runaway."""
+    run_oomguard(items, rec, side_lane=False)
 
 
 def run_oomguard_with_target_85(items: list[dict[str, Any]], rec: Recorder) -> None:
@@ -221,7 +219,7 @@ def run_oomguard_on_local_cluster(items: list[dict[str, Any]], rec: Recorder) ->
 CONTENDERS = {
     "oomguard --cluster local:2": run_oomguard_on_local_cluster,
     "oomguard": run_oomguard,
-    "oomguard (side_lane=True)": run_oomguard_with_side_lane,
+    "oomguard (side_lane=False)": run_oomguard_without_side_lane,
     "oomguard (target=0.85)": run_oomguard_with_target_85,
     "oomguard.Executor": run_oomguard_executor,
     "ProcessPoolExecutor": run_ppe,

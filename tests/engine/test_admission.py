@@ -438,6 +438,27 @@ def test_two_runaways_together_go_one_at_a_time(cgroup_limiter: CgroupLimiter, r
     assert any(e["event"] == "runaway_preempted" for e in result.summary["events"])
 
 
+def test_items_growing_together_past_the_target_within_their_predictions_go_one_at_a_time(
+    cgroup_limiter: CgroupLimiter, run_job
+) -> None:
+    # warm-up items teach a cost of about 120 MiB; then four poison items, growing at about
+    # 600 MiB/s each, fast enough that those admitted side by side reach the cap together
+    # before any has passed its own prediction by the slack (the runaway test): the job's
+    # usage past the target with several of them growing stops all but the one holding
+    # most, so each still dies alone, once (without this: five kills or more here)
+    items = [{"kind": "hold", "mb": 120, "seconds": 0.02} for _ in range(5)]
+    items += [{**CREEP, "mb": 900, "step_seconds": 0.02} for _ in range(4)]
+    poison = {5, 6, 7, 8}
+    result, lines = run_job(items, memory="600m", workers=4, batch_size=1, side_lane=False)
+    assert sorted(line["input_index"] for line in lines) == [0, 1, 2, 3, 4]
+    assert {q["input_index"] for q in result.quarantined} == poison
+    attempts = manifest(result.run_dir)
+    killed = sorted(a["input_indices"][0] for a in attempts if a["status"] == "oom_killed")
+    assert killed == sorted(poison)  # one kernel kill each, every one holding the budget
+    assert all(a["peak_mb"] >= 0.9 * 540 for a in attempts if a["status"] == "oom_killed")
+    assert any(e["event"] == "runaway_preempted" for e in result.summary["events"])
+
+
 def test_runaways_stopped_for_another_run_one_at_a_time_after_it(
     cgroup_limiter: CgroupLimiter, run_job
 ) -> None:
@@ -477,12 +498,14 @@ def test_runaway_side_room() -> None:
     # and still growing: too young to say counts as growing; levelled off does not
     assert admission.still_growing(None) and admission.still_growing(40 * MiB)
     assert not admission.still_growing(2 * MiB)
-    # side room: 5% of the budget in all, less what is held already
-    assert admission.side_room(0) == 50 * MiB
+    # side room: 5% of the budget in all, less what is held already, and half of it at
+    # most for one batch (a stalled one leaves room for another)
+    assert admission.side_room(0) == 25 * MiB
     assert admission.side_room(30 * MiB) == 20 * MiB
+    assert admission.side_room(40 * MiB) == 0  # under side_minimum (16 MiB): not worth it
     assert admission.crowded(800 * MiB) and not admission.crowded(700 * MiB)
     assert (
-        Admission(AdmissionConfig(side_share=0.05), budget).side_room(0) == 50 * MiB
+        Admission(AdmissionConfig(side_share=0.05), budget).side_room(0) == 25 * MiB
     )  # default on
     off = Admission(AdmissionConfig(side_lane=False), budget)
     assert off.side_room(0) == 0

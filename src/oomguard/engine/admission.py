@@ -282,14 +282,18 @@ class Admission:
         return predicted_total >= self.config.target * self.budget
 
     def side_room(self, held: int) -> int:
-        """Bytes a new held batch may have beside a runaway, with ``held`` bytes held already."""
+        """Bytes a new held batch may have beside a runaway, with ``held`` bytes held already:
+        half the side room at most, so that one batch stalled at its ceiling (waiting there
+        for the runaway's end) leaves room for another."""
         if not (self.config.enabled and self.config.side_lane):
             return 0
-        room = max(0, int(self.config.side_room_share * self.budget) - held)
+        whole = int(self.config.side_room_share * self.budget)
+        room = min(max(0, whole - held), max(whole // 2, self.config.side_minimum))
         return room if room >= self.config.side_minimum else 0
 
     def side_lanes(self, cpus: int, runaways: int) -> int:
-        """Held batches at most: one per core the runaways leave idle."""
+        """Held batches running at most (a stalled one runs nothing): one per core the
+        runaways leave idle."""
         return max(1, cpus - runaways)
 
     def watch_timeout(self, usage: int | None) -> float:

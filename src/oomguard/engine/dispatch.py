@@ -5,8 +5,9 @@ intake pause, the runaways, admission and the loop's next timeout all judge that
 moment), then, in order:
 
 1. a backend that is restarting pauses everything;
-2. runaways: two crowding each other go one at a time; while any runs, only the side
-   lane gets work (``engine/runaways.py``);
+2. runaways: two crowding each other go one at a time, and so do batches that grow
+   together past the target before any has passed its prediction; while a runaway runs,
+   only the side lane gets work (``engine/runaways.py``);
 3. with no runaway left, holds are released;
 4. a paused intake, or a batch running alone, sends nothing;
 5. the "alone" rung waits for the pool to drain, then has the whole budget;
@@ -107,6 +108,10 @@ class Dispatch:
         runaways = self.runaways.find(usage)
         if len(runaways) > 1 and self.admission.crowded(self.predicted_total()):
             self.runaways.one_at_a_time(runaways)
+        else:
+            growing = self.runaways.crowding(usage)
+            if len(growing) > 1:
+                self.runaways.one_at_a_time(growing)
         if runaways:
             self.runaways.fill_side_lane(len(runaways), self._next_batch, self.send)
             return

@@ -4,7 +4,7 @@
 
     reader thread ─► open batch ─► (full, old or final) ─┐
     pending:   retries and halves, first ────────────────┤
-    suspects:  runaways stopped for a bigger one ────────┼─► next_batch() ─► dispatch
+    suspects:  runaways stopped or killed, one at a time ┼─► next_batch() ─► dispatch
     alone:     batches that need the whole budget ───────┘     (held: formed, not admitted)
     set_aside: known to need more than the side room, until the runaway ends
 
@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from oomguard.classify import Status
+from oomguard.classify import MEMORY_STATUSES, Status
 from oomguard.engine.aimd import Aimd
 from oomguard.engine.batch_size import BatchSizer
 from oomguard.engine.config import JobConfig
@@ -284,9 +284,15 @@ class Intake:
 
     def apply(self, decision: Decision, status: Status, evidence: dict[str, Any]) -> None:
         """A recovery decision: retries to the front, "alone" batches to their queue,
-        quarantined items to the ledger."""
-        for batch in reversed(decision.retry):
-            self.pending.appendleft(batch)
+        quarantined items to the ledger. A batch killed for memory once (not alone) is
+        retried as a suspect: never beside another, or two that grew into each other would
+        do it again, each dying short of the budget."""
+        if decision.action == "retry" and status in MEMORY_STATUSES:
+            for batch in decision.retry:
+                self.suspect(batch)
+        else:
+            for batch in reversed(decision.retry):
+                self.pending.appendleft(batch)
         self.alone.extend(decision.alone)
         counters = self.ledger.counters
         if decision.action in ("retry", "retry_bystander"):

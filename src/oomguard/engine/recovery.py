@@ -2,7 +2,8 @@
 this policy; pure functions over :class:`Batch` history, so every rung is unit-testable.
 
 Memory deaths (``oom_killed``, ``memory_error``):
-    1st death                    -> retried as it is
+    1st death                    -> retried as it is (as a suspect: never beside another,
+                                    engine/intake.py)
     2nd death                    -> retried alone: the other workers drain and wait
     death alone (or at >= 90% of the whole budget, which is "alone" already)
                                  -> split in halves (bisection), down to single items

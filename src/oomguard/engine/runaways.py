@@ -70,6 +70,31 @@ class Runaways:
                 found.append((handle, now))
         return found
 
+    def crowding(self, job_usage: int | None) -> list[Runaway]:
+        """With the job's real usage past the target, the busy workers that have grown by
+        the runaway slack since their batch began and are growing still, each within its
+        prediction or not: several items growing together reach the cap before any passes
+        its own prediction, and the kernel would kill one of them short of the budget."""
+        admission = self.admission
+        if job_usage is None or not admission.crowded(job_usage):
+            return []
+        found: list[Runaway] = []
+        window = 2.5 * self.monitor.interval
+        for handle in self.pool.busy():
+            attempt = handle.attempt
+            if attempt is None or handle.held:
+                continue
+            try:
+                now = handle.group.working_set()
+            except OSError:
+                continue
+            # growing now: over the last two or three samples, not a second (a batch that
+            # grew and then held flat is no grower)
+            growth = self.monitor.recent_growth(handle.slot, handle.pid, window)
+            if now - attempt.baseline >= admission.slack and admission.still_growing(growth):
+                found.append((handle, now))
+        return found
+
     def one_at_a_time(self, runaways: list[Runaway]) -> None:
         """Two runaways growing together past the target would each die short of the whole
         budget, and neither death would prove anything: the one holding most goes on, the
@@ -92,7 +117,8 @@ class Runaways:
         while True:
             side = [w for w in self.pool.busy() if w.held]
             share = self.admission.side_room(sum(w.held for w in side))
-            if len(side) >= lanes or self.pool.in_flight() >= self.max_in_flight or not share:
+            running = sum(1 for w in side if not w.group.stalled())
+            if running >= lanes or self.pool.in_flight() >= self.max_in_flight or not share:
                 return
             worker = self.pool.idle_worker()
             if worker is None or not worker.group.can_hold or self.side_lane_unavailable:
