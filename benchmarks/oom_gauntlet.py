@@ -194,8 +194,12 @@ def table(mix: str, count: int, timeout: float, peers: list[str], rounds: int = 
         tmp = Path(tmp_name)
         (tmp / "items.json").write_text(json.dumps(items))
         (tmp / "survivable.json").write_text(json.dumps(survivable))
-        for _ in range(rounds):  # the contenders take turns within each round
-            for name, runs in one_round(tmp, items, poison, peers, timeout).items():
+        for k in range(rounds):  # the contenders take turns within each round
+            here = tmp / f"round-{k + 1}"  # each round's own run directories: none resumes
+            here.mkdir()
+            for name in ("items.json", "survivable.json"):
+                (here / name).write_text((tmp / name).read_text())
+            for name, runs in one_round(here, items, poison, peers, timeout).items():
                 all_runs[name].append(runs)
     oracle = median_run([runs[0] for runs in all_runs["oracle"]])
     outside = median_run([runs[0] for runs in all_runs["outside"]])

@@ -444,8 +444,9 @@ def test_items_growing_together_past_the_target_within_their_predictions_go_one_
     # warm-up items teach a cost of about 120 MiB; then four poison items, growing at about
     # 600 MiB/s each, fast enough that those admitted side by side reach the cap together
     # before any has passed its own prediction by the slack (the runaway test): the job's
-    # usage past the target with several of them growing stops all but the one holding
-    # most, so each still dies alone, once (without this: five kills or more here)
+    # usage past the target with several of them growing stops the smallest of them until
+    # the rest are back under it, so each still dies alone, once (without this: five kills
+    # or more here)
     items = [{"kind": "hold", "mb": 120, "seconds": 0.02} for _ in range(5)]
     items += [{**CREEP, "mb": 900, "step_seconds": 0.02} for _ in range(4)]
     poison = {5, 6, 7, 8}

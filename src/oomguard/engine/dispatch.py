@@ -110,13 +110,13 @@ class Dispatch:
             self.runaways.one_at_a_time(runaways)
         else:
             growing = self.runaways.crowding(usage)
-            if len(growing) > 1:
-                self.runaways.one_at_a_time(growing)
+            if len(growing) > 1 and usage is not None:
+                self.runaways.relieve(growing, usage)
         if runaways:
             self.runaways.fill_side_lane(len(runaways), self._next_batch, self.send)
             return
-        if self.runaways.holding():
-            self.runaways.release_holds()
+        if self.runaways.holding() and not self.runaways.release_holds(self.predicted_total):
+            return  # a stalled side batch waits for room, before anything new
         if self.admission.paused and self.pool.in_flight() > 0:
             return  # with nothing in flight one batch goes anyway: a pause never stalls
         if any(w.attempt.alone for w in self.pool.busy() if w.attempt is not None):

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from oomguard.engine.admission import Admission
-from oomguard.engine.handles import KillReason, WorkerHandle
+from oomguard.engine.handles import Attempt, KillReason, WorkerHandle
 from oomguard.engine.intake import Intake
 from oomguard.engine.items import Batch
 from oomguard.engine.ledger import Ledger
@@ -47,6 +47,7 @@ class Runaways:
         self.max_in_flight = max_in_flight
         self.side_lane_open = False
         self.side_lane_unavailable = False  # a hold failed: no side lane for this run
+        self.stalls_this_lane = 0  # held batches found stalled at their release, this opening
 
     def find(self, job_usage: int | None) -> list[Runaway]:
         """Busy workers whose batch grew well past its prediction and is growing still, with
@@ -94,6 +95,19 @@ class Runaways:
             if now - attempt.baseline >= admission.slack and admission.still_growing(growth):
                 found.append((handle, now))
         return found
+
+    def relieve(self, growing: list[Runaway], job_usage: int) -> None:
+        """Stop the smallest of the batches growing together (never the largest) until what
+        the rest hold is back under the target: as few as will do, since a big item among
+        them may be about to finish; those stopped run again, uncounted, one at a time."""
+        target = self.admission.config.target * self.admission.budget
+        keep, _ = max(growing, key=lambda runaway: runaway[1])
+        for handle, now in sorted(growing, key=lambda runaway: runaway[1]):
+            if job_usage < target or handle is keep:
+                return
+            if handle.kill(KillReason.PREEMPTED):
+                self.ledger.event("runaway_preempted", worker_pid=handle.pid, kept_pid=keep.pid)
+                job_usage -= now
 
     def one_at_a_time(self, runaways: list[Runaway]) -> None:
         """Two runaways growing together past the target would each die short of the whole
@@ -155,32 +169,52 @@ class Runaways:
         """Whether anything waits for the runaways' end: set-aside batches or held workers."""
         return bool(self.intake.set_aside) or any(w.held for w in self.pool.workers.values())
 
-    def release_holds(self) -> None:
-        """No runaway left: held workers get their own limit back, stalled ones go on, and
-        batches set aside for the runaway's end come first."""
+    def release_holds(self, predicted_total: Callable[[], int]) -> bool:
+        """No runaway left: held workers get their own limit back, and batches set aside for
+        the runaway's end come first. A stalled batch needs more than it holds, so it goes
+        on only where what it is expected to need fits beside what runs (admission's rule);
+        else it waits, still held, and nothing new is admitted before it: released all at
+        once, stalled big items grew into each other and were stopped, their work lost.
+        Returns whether every hold is released."""
         now = time.monotonic()
-        stalled = 0
+        waiting = False
         for handle in self.pool.workers.values():
             if not handle.held:
                 continue
-            if handle.group.stalled():
-                stalled += 1
-            try:
-                handle.group.release()
-            except OSError:
-                pass  # its cgroup is gone with it: its death is being handled
+            stalled = handle.group.stalled()
             attempt = handle.attempt
-            if attempt is not None:
-                if attempt.deadline is not None:
-                    attempt.deadline += now - handle.held_since  # a stall is not its time
-                attempt.prediction = max(
-                    handle.held,
-                    self.admission.predict_batch(attempt.batch),
-                    attempt.batch.known_cost,
-                )
-            handle.held = 0
-        self.ledger.counters.side_stalls += stalled
+            if attempt is not None and stalled:
+                need = self._need(handle, attempt)
+                claimed = max(attempt.baseline + attempt.prediction, handle.working_set())
+                others = predicted_total() - claimed
+                if not self.admission.admits(others, need, self.pool.in_flight() - 1):
+                    waiting = True
+                    continue
+            self._release(handle, now, stalled)
         self.intake.release_set_aside()
-        if self.side_lane_open:
+        if not waiting and self.side_lane_open:
             self.side_lane_open = False
-            self.ledger.event("side_lane", open=False, stalled=stalled)
+            self.ledger.event("side_lane", open=False, stalled=self.stalls_this_lane)
+            self.stalls_this_lane = 0
+        return not waiting
+
+    def _need(self, handle: WorkerHandle, attempt: Attempt) -> int:
+        """What a held batch is expected to need once released."""
+        return max(
+            handle.held, self.admission.predict_batch(attempt.batch), attempt.batch.known_cost
+        )
+
+    def _release(self, handle: WorkerHandle, now: float, stalled: bool) -> None:
+        try:
+            handle.group.release()
+        except OSError:
+            pass  # its cgroup is gone with it: its death is being handled
+        attempt = handle.attempt
+        if attempt is not None:
+            if attempt.deadline is not None:
+                attempt.deadline += now - handle.held_since  # a stall is not its time
+            attempt.prediction = self._need(handle, attempt)
+        handle.held = 0
+        if stalled:
+            self.ledger.counters.side_stalls += 1
+            self.stalls_this_lane += 1
