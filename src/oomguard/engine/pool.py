@@ -277,10 +277,12 @@ class WorkerPool:
                 handle.kill(KillReason.TIMEOUT)
 
     def next_deadline(self) -> float | None:
+        """The earliest deadline of a batch whose clock runs (a held one's waits for its
+        release, which moves it: one passed while held must not wake the loop at once)."""
         deadlines = [
             w.attempt.deadline
             for w in self.workers.values()
-            if w.attempt is not None and w.attempt.deadline is not None
+            if w.attempt is not None and w.attempt.deadline is not None and not w.held
         ]
         return min(deadlines) if deadlines else None
 
