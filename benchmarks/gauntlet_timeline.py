@@ -4,7 +4,7 @@
 
 Runs one contender (oomguard, or "oomguard (side_lane=False)") over one mix of
 benchmarks/oom_gauntlet.py in its own 2 GiB cgroup, keeps its run directory, and prints
-from the run's manifest: every poison item's killed attempt (its growth time, and the gap
+from the run's manifest: every poison item's attempt that did not finish (its growth time, the gap
 after the death before it), how many attempts ended how (and how many ran in the side
 lane), and in windows of 0.25 s the attempt-seconds of poison and of survivable items
 (on 2 cores, survivable 0 beside a growing poison item is a core left idle). Also what a
@@ -28,43 +28,40 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.gauntlet_work import process  # noqa: E402
-from benchmarks.oom_gauntlet import CAP, MIXES, make_items, warm_memory  # noqa: E402
-from oomguard.repro import reproduce  # noqa: E402
+from benchmarks.oom_gauntlet import CAP, MIXES, make_items, run_contender  # noqa: E402
 
 WINDOW = 0.25
 
 
 def run(mix: str, contender: str, out: Path) -> tuple[list[dict[str, Any]], dict[int, int], float]:
+    """The contender over the mix, as the gauntlet runs it; its attempts, sorted by start."""
     items = make_items(200, mix)
     (out / "items.json").write_text(json.dumps(items))
-    warm_memory()
-    command = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "gauntlet_contenders.py"),
-        contender,
-        str(out / "items.json"),
-        str(out / "result.json"),
-    ]
-    start = time.monotonic()
-    reproduce(command, CAP, output_dir=out / "repro", timeout=120, interval=0.1)
-    wall = time.monotonic() - start
-    manifest = json.loads((out / "result.run" / "ingest_manifest.json").read_text())
+    wall = run_contender(contender, out / "items.json", out, timeout=120)["wall"]
+    manifest = json.loads((out / f"{contender}.run" / "ingest_manifest.json").read_text())
     attempts = sorted((e for e in manifest if "start" in e), key=lambda e: e["start"])
     return attempts, {item["index"]: item["mb"] for item in items}, wall
 
 
 def poison_chain(attempts: list[dict[str, Any]], mb: dict[int, int], t0: float) -> None:
+    """Every poison item's attempts that did not finish: killed (with the gap after the
+    death before), or stopped short of the cap (with what it had reached)."""
     previous = None
     for attempt in attempts:
-        if attempt["status"] != "oom_killed":
+        sizes = [mb[i] for i in attempt["input_indices"]]
+        if attempt["status"] == "success" or max(sizes) <= CAP // 2**20:
             continue
-        gap = "" if previous is None else f", {attempt['start'] - previous:.2f} s after the last"
+        gap = ""
+        if attempt["status"] == "oom_killed":
+            gap = (
+                "" if previous is None else f", {attempt['start'] - previous:.2f} s after the last"
+            )
+            previous = attempt["end"]
         print(
-            f"- killed {attempt['input_indices']} ({[mb[i] for i in attempt['input_indices']]} MiB)"
-            f" at {attempt['end'] - t0:.2f} s, peak {attempt['peak_mb']} MiB: grew "
+            f"- {attempt['status']} {attempt['input_indices']} ({sizes} MiB) at "
+            f"{attempt['end'] - t0:.2f} s, peak {attempt['peak_mb']} MiB: grew "
             f"{attempt['end'] - attempt['start']:.2f} s{gap}"
         )
-        previous = attempt["end"]
 
 
 def windows(attempts: list[dict[str, Any]], mb: dict[int, int], t0: float, end: float) -> None:

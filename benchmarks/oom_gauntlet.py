@@ -181,6 +181,12 @@ def one_round(
     return runs
 
 
+def floor_of(oracle: float, poison_walls: list[float]) -> float:
+    """Poison items cannot grow side by side (each must have the budget to itself): their
+    growth is serial, and the survivable work overlaps it on the other cores at best."""
+    return max(sum(poison_walls), oracle + sum(poison_walls) / (os.cpu_count() or 1))
+
+
 def median_run(runs: list[dict]) -> dict:  # type: ignore[type-arg]
     return sorted(runs, key=lambda run: run["wall"])[len(runs) // 2]
 
@@ -208,9 +214,7 @@ def table(mix: str, count: int, timeout: float, peers: list[str], rounds: int = 
     poison_walls = [
         median_run([runs[k] for runs in all_runs["poison"]])["wall"] for k in range(len(poison))
     ]
-    # poison items cannot grow side by side (each must have the budget to itself): their
-    # growth is serial, the survivable work overlaps it on the other cores at best
-    floor = max(sum(poison_walls), oracle["wall"] + sum(poison_walls) / (os.cpu_count() or 1))
+    floor = floor_of(oracle["wall"], poison_walls)
     if not poison:
         print(f"\n(mix {mix}: no poison, so the floor is the oracle; target <= 1.05)")
     mbs = sorted(item["mb"] for item in survivable)
@@ -262,7 +266,7 @@ def table(mix: str, count: int, timeout: float, peers: list[str], rounds: int = 
         f"| {outside['wall'] / floor:.2f} |"
     )
     if rounds > 1:
-        print_rounds(all_runs, peers, len(poison))
+        print_rounds(all_runs, peers)
     if not poison_walls:
         return  # no poison: the floor is the oracle's row
     walls = ", ".join(f"{wall:.1f}" for wall in poison_walls)
@@ -274,16 +278,15 @@ def table(mix: str, count: int, timeout: float, peers: list[str], rounds: int = 
     )
 
 
-def print_rounds(all_runs: dict[str, list[list[dict]]], peers: list[str], poisons: int) -> None:  # type: ignore[type-arg]
+def print_rounds(all_runs: dict[str, list[list[dict]]], peers: list[str]) -> None:  # type: ignore[type-arg]
     """Each round's wall time over that round's oracle (and floor), under the table."""
     print()
     for k, oracle_runs in enumerate(all_runs["oracle"]):
         oracle = oracle_runs[0]["wall"]
-        walls = [run["wall"] for run in all_runs["poison"][k]]
-        floor = max(sum(walls), oracle + sum(walls) / (os.cpu_count() or 1)) if walls else oracle
+        floor = floor_of(oracle, [run["wall"] for run in all_runs["poison"][k]])
+        walls = {name: all_runs[name][k][0]["wall"] for name in peers}
         ratios = ", ".join(
-            f"{name} {all_runs[name][k][0]['wall'] / oracle:.2f} (floor {all_runs[name][k][0]['wall'] / floor:.2f})"
-            for name in peers
+            f"{name} {wall / oracle:.2f} (floor {wall / floor:.2f})" for name, wall in walls.items()
         )
         print(f"- round {k + 1}: oracle {oracle:.1f} s; wall / oracle: {ratios}")
 

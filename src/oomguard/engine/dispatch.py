@@ -109,9 +109,7 @@ class Dispatch:
         if len(runaways) > 1 and self.admission.crowded(self.predicted_total()):
             self.runaways.one_at_a_time(runaways)
         else:
-            growing = self.runaways.crowding(usage)
-            if len(growing) > 1 and usage is not None:
-                self.runaways.relieve(growing, usage)
+            self.runaways.relieve(usage)
         if runaways:
             self.runaways.fill_side_lane(len(runaways), self._next_batch, self.send)
             return

@@ -327,20 +327,16 @@ class Outcomes:
             self.intake.apply(retry_uncounted(retry), status, evidence)
 
     def _requeue_preempted(self, handle: WorkerHandle, attempt: Attempt, peak: int | None) -> None:
-        """A stopped batch (the smaller of two runaways, or a held batch stopped)
-        goes back to the queue uncounted; the part to blame is known to need more than it
-        reached, so it waits for the runaway to end."""
-        # more than the room it stalled in (strictly: the same room would stall it again)
+        """A stopped batch (the smaller of runaways growing together; a held side batch is
+        never stopped) goes back to the queue uncounted; the part to blame is known to need
+        more than it reached, so it waits, a suspect, for the runaway to end."""
         batch = attempt.batch
-        needed = max(batch.known_cost, handle.held + 1, attempt.reached(peak))
-        evidence = {"worker_pid": handle.pid, "side_share_mb": mib(handle.held)}
+        needed = max(batch.known_cost, attempt.reached(peak))
+        evidence = {"worker_pid": handle.pid}
         blamed, innocent = self._split(handle, attempt)
         if innocent is not None:
             self.intake.apply(retry_uncounted(innocent), Status.PREEMPTED, evidence)
         if blamed is None:
             return
         blamed.known_cost = max(blamed.known_cost, needed)
-        if handle.held:
-            self.intake.apply(retry_uncounted(blamed), Status.PREEMPTED, evidence)
-        else:
-            self.intake.suspect(blamed)  # a runaway stopped for a bigger one
+        self.intake.suspect(blamed)  # a runaway stopped for a bigger one

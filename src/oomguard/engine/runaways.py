@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from oomguard.engine.admission import Admission
 from oomguard.engine.handles import Attempt, KillReason, WorkerHandle
@@ -49,75 +49,73 @@ class Runaways:
         self.side_lane_unavailable = False  # a hold failed: no side lane for this run
         self.stalls_this_lane = 0  # held batches found stalled at their release, this opening
 
-    def find(self, job_usage: int | None) -> list[Runaway]:
-        """Busy workers whose batch grew well past its prediction and is growing still, with
-        the memory each holds now (``job_usage``: the whole job's, read just before)."""
-        found: list[Runaway] = []
-        if job_usage is not None and job_usage <= self.admission.slack:
-            return found  # none can have grown past its prediction by the slack
-        admission = self.admission
-        for handle in self.pool.busy():
-            attempt = handle.attempt
-            assert attempt is not None
-            if handle.held:
-                continue
-            try:
-                now = handle.group.working_set()
-            except OSError:
-                continue
-            if not admission.over_prediction(now, attempt.baseline, attempt.prediction):
-                continue
-            if admission.still_growing(self.monitor.recent_growth(handle.slot, handle.pid)):
-                found.append((handle, now))
-        return found
-
-    def crowding(self, job_usage: int | None) -> list[Runaway]:
-        """With the job's real usage past the target, the busy workers that have grown by
-        the runaway slack since their batch began and are growing still, each within its
-        prediction or not: several items growing together reach the cap before any passes
-        its own prediction, and the kernel would kill one of them short of the budget."""
-        admission = self.admission
-        if job_usage is None or not admission.crowded(job_usage):
-            return []
-        found: list[Runaway] = []
-        window = 2.5 * self.monitor.interval
+    def _readings(self) -> Iterator[tuple[WorkerHandle, Attempt, int]]:
+        """Each busy worker not held in the side lane, its attempt and the working set it
+        holds now (this loop turn's reading, ``handles.one_moment``)."""
         for handle in self.pool.busy():
             attempt = handle.attempt
             if attempt is None or handle.held:
                 continue
             try:
-                now = handle.group.working_set()
+                now = handle.charge()[1]
             except OSError:
-                continue
-            # growing now: over the last two or three samples, not a second (a batch that
-            # grew and then held flat is no grower)
-            growth = self.monitor.recent_growth(handle.slot, handle.pid, window)
-            if now - attempt.baseline >= admission.slack and admission.still_growing(growth):
-                found.append((handle, now))
-        return found
+                continue  # its group is gone: its death is being handled
+            yield handle, attempt, now
 
-    def relieve(self, growing: list[Runaway], job_usage: int) -> None:
-        """Stop the smallest of the batches growing together (never the largest) until what
-        the rest hold is back under the target: as few as will do, since a big item among
-        them may be about to finish; those stopped run again, uncounted, one at a time."""
-        target = self.admission.config.target * self.admission.budget
-        keep, _ = max(growing, key=lambda runaway: runaway[1])
-        for handle, now in sorted(growing, key=lambda runaway: runaway[1]):
-            if job_usage < target or handle is keep:
-                return
-            if handle.kill(KillReason.PREEMPTED):
-                self.ledger.event("runaway_preempted", worker_pid=handle.pid, kept_pid=keep.pid)
-                job_usage -= now
+    def find(self, job_usage: int | None) -> list[Runaway]:
+        """Busy workers whose batch grew well past its prediction and is growing still, with
+        the memory each holds now (``job_usage``: the whole job's, read just before)."""
+        if job_usage is not None and job_usage <= self.admission.slack:
+            return []  # none can have grown past its prediction by the slack
+        admission = self.admission
+        return [
+            (handle, now)
+            for handle, attempt, now in self._readings()
+            if admission.over_prediction(now, attempt.baseline, attempt.prediction)
+            and admission.still_growing(self.monitor.recent_growth(handle.slot, handle.pid))
+        ]
+
+    def relieve(self, job_usage: int | None) -> None:
+        """With the job's real usage past the target, several batches that have grown by
+        the runaway slack and are growing still, each within its prediction or not, would
+        reach the cap before any passes its own (a burst of poison items admitted side by
+        side), and the kernel would kill one of them short of the budget. The smallest of
+        them are stopped until the rest are back under the target: as few as will do, since
+        a big item among them may be about to finish."""
+        admission = self.admission
+        if job_usage is None or not admission.crowded(job_usage):
+            return
+        # growing now: over the last two or three samples, not a second (a batch that grew
+        # and then held flat is no grower)
+        window = 2.5 * self.monitor.interval
+        growing = [
+            (handle, now)
+            for handle, attempt, now in self._readings()
+            if now - attempt.baseline >= admission.slack
+            and admission.still_growing(self.monitor.recent_growth(handle.slot, handle.pid, window))
+        ]
+        if len(growing) > 1:
+            self._stop_smaller(growing, job_usage)
 
     def one_at_a_time(self, runaways: list[Runaway]) -> None:
         """Two runaways growing together past the target would each die short of the whole
         budget, and neither death would prove anything: the one holding most goes on, the
         others are stopped and run again, uncounted, when it is over (knowing what each
         reached)."""
+        self._stop_smaller(runaways)
+
+    def _stop_smaller(self, runaways: list[Runaway], job_usage: int | None = None) -> None:
+        """Stop all but the one holding most, smallest first; with ``job_usage``, only until
+        what is left is under the target. Those stopped run again as suspects, one at a time."""
+        target = self.admission.config.target * self.admission.budget
         keep, _ = max(runaways, key=lambda runaway: runaway[1])
-        for handle, _ in runaways:
-            if handle is not keep and handle.kill(KillReason.PREEMPTED):
+        for handle, now in sorted(runaways, key=lambda runaway: runaway[1]):
+            if handle is keep or (job_usage is not None and job_usage < target):
+                return
+            if handle.kill(KillReason.PREEMPTED):
                 self.ledger.event("runaway_preempted", worker_pid=handle.pid, kept_pid=keep.pid)
+                if job_usage is not None:
+                    job_usage -= now
 
     def fill_side_lane(
         self, runaways: int, next_batch: Callable[[], Batch | None], send: Send
