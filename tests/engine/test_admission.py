@@ -13,6 +13,7 @@ import pytest
 
 from oomguard.engine.admission import Admission, AdmissionConfig, CostModel
 from oomguard.engine.aimd import Aimd
+from oomguard.engine.runaways import smaller_to_stop
 from oomguard.limits import CgroupLimiter
 from oomguard.memory.kernel_log import read_kernel_log
 from tests.conftest import require_cgroups
@@ -488,6 +489,21 @@ def test_runaways_stopped_for_another_run_one_at_a_time_after_it(
         if a["input_indices"][0] in stopped and a["status"] != "preempted"
     )
     assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(again))
+
+
+def test_of_batches_growing_into_each_other_the_one_holding_most_goes_on() -> None:
+    # all but the biggest are stopped, smallest first; with the job's usage, only as many as
+    # bring it under the target
+    readings = [("a", 150 * MiB), ("b", 300 * MiB), ("c", 200 * MiB)]
+    assert smaller_to_stop(readings, None, 480 * MiB) == ("b", ["a", "c"])
+    assert smaller_to_stop(readings, 620 * MiB, 480 * MiB) == ("b", ["a"])
+    assert smaller_to_stop(readings, 470 * MiB, 480 * MiB) == ("b", [])
+    # batches that started together grow alike: of equals one still goes on, the rest stop
+    equals = [("a", 168 * MiB), ("b", 168 * MiB), ("c", 168 * MiB)]
+    keep, stop = smaller_to_stop(equals, None, 480 * MiB)
+    assert sorted([keep, *stop]) == ["a", "b", "c"] and len(stop) == 2
+    keep, stop = smaller_to_stop(equals, 512 * MiB, 480 * MiB)
+    assert len(stop) == 1 and keep not in stop
 
 
 def test_runaway_side_room() -> None:

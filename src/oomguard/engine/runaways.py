@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from oomguard.engine.admission import Admission
 from oomguard.engine.handles import Attempt, KillReason, WorkerHandle
@@ -25,6 +26,7 @@ from oomguard.engine.monitor import Monitor
 from oomguard.engine.pool import WorkerPool
 from oomguard.errors import CgroupError
 
+T = TypeVar("T")
 Runaway = tuple[WorkerHandle, int]  # a busy worker, and the bytes it holds now
 Send = Callable[[WorkerHandle, Batch, int, int], None]  # (worker, batch, prediction, held)
 
@@ -108,14 +110,10 @@ class Runaways:
         """Stop all but the one holding most, smallest first; with ``job_usage``, only until
         what is left is under the target. Those stopped run again as suspects, one at a time."""
         target = self.admission.config.target * self.admission.budget
-        keep, _ = max(runaways, key=lambda runaway: runaway[1])
-        for handle, now in sorted(runaways, key=lambda runaway: runaway[1]):
-            if handle is keep or (job_usage is not None and job_usage < target):
-                return
+        keep, stop = smaller_to_stop(runaways, job_usage, target)
+        for handle in stop:
             if handle.kill(KillReason.PREEMPTED):
                 self.ledger.event("runaway_preempted", worker_pid=handle.pid, kept_pid=keep.pid)
-                if job_usage is not None:
-                    job_usage -= now
 
     def fill_side_lane(
         self, runaways: int, next_batch: Callable[[], Batch | None], send: Send
@@ -216,3 +214,21 @@ class Runaways:
         if stalled:
             self.ledger.counters.side_stalls += 1
             self.stalls_this_lane += 1
+
+
+def smaller_to_stop(
+    readings: list[tuple[T, int]], job_usage: int | None, target: float
+) -> tuple[T, list[T]]:
+    """Of batches growing into each other (each with the bytes it holds), the one that goes
+    on and those to stop, smallest first: all the others, or with ``job_usage`` only as many
+    as bring it under ``target``. Of equals (batches that started together grow alike) the
+    last goes on."""
+    *smaller, (keep, _) = sorted(readings, key=lambda reading: reading[1])
+    stop = []
+    for handle, now in smaller:
+        if job_usage is not None:
+            if job_usage < target:
+                break
+            job_usage -= now
+        stop.append(handle)
+    return keep, stop
